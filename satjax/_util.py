@@ -1,0 +1,57 @@
+"""Small shared helpers: concreteness checks, time derivatives, Gauss–Legendre nodes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(*xs) -> bool:
+    """True when no argument is a tracer, i.e. values can be checked eagerly."""
+    leaves = jax.tree_util.tree_leaves(xs)
+    return not any(isinstance(x, jax.core.Tracer) for x in leaves)
+
+
+def time_derivative(fn, t):
+    """(fn(t), d fn / dt) by forward-mode autodiff; fn maps a scalar time to a pytree."""
+    t = jnp.asarray(t)
+    return jax.jvp(fn, (t,), (jnp.ones_like(t),))
+
+
+def gauss_legendre(n: int, a=0.0, b=1.0):
+    """Gauss–Legendre nodes and weights on [a, b] (end points excluded)."""
+    x, w = np.polynomial.legendre.leggauss(int(n))
+    a = jnp.asarray(a)
+    b = jnp.asarray(b)
+    half = 0.5 * (b - a)
+    return a + half * (jnp.asarray(x) + 1.0), half * jnp.asarray(w)
+
+
+def check_time(t, tau, name: str = "t") -> None:
+    """Eager ValueError when a concrete time lies outside [0, tau]."""
+    if is_concrete(t, tau):
+        t_np = np.asarray(t, dtype=float)
+        tau_f = float(np.asarray(tau))
+        if np.any(t_np < -1e-12 * max(tau_f, 1.0)) or np.any(t_np > tau_f * (1 + 1e-12)):
+            raise ValueError(
+                f"`{name}` must lie in [0, tau] = [0, {tau_f:g}]; got values in "
+                f"[{t_np.min():g}, {t_np.max():g}]"
+            )
+
+
+def check_tau(tau) -> None:
+    if is_concrete(tau):
+        tau_np = np.asarray(tau, dtype=float)
+        if tau_np.shape != ():
+            raise ValueError(f"`tau` must be a scalar; got shape {tau_np.shape}")
+        if not np.isfinite(tau_np) or tau_np <= 0:
+            raise ValueError(f"`tau` must be a finite number > 0; got {float(tau_np)}")
+
+
+def as_float(x):
+    """A JAX array of the default float dtype (float64 under x64)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x

@@ -1,0 +1,380 @@
+"""Noise schedules (m_t, σ_t) and the linear forces they induce (PAPER.md Eq. 22–25, 28–32).
+
+A schedule is the linear force f_t(x) = (∂_t ln m_t) x with temperature
+
+    T_t = ∂_t(σ_t²/2) − σ_t² ∂_t ln m_t = m_t σ_t ∂_t(σ_t/m_t)                        (22, 23)
+
+and transition N(m_t y, σ_t² I) (25). Schedules are immutable pytrees whose numbers are array
+leaves, so ``jax.grad`` flows to them and changing them never recompiles. Time derivatives are
+taken by forward-mode autodiff. Subclasses define ``m(t)`` and ``sigma2(t)`` = σ_t² (the variance
+is the primitive because σ = sqrt(σ²) has an infinite derivative at t = 0 for VP schedules).
+
+Named constructors validate (m_0 = 1, σ_0 = 0, ∂_t(σ/m) ≥ 0 (24), τ > 0) when values are
+concrete, and skip the checks while tracing.
+
+Flow-matching libraries use the opposite time: s ∈ [0, 1], s = 0 noise, x_s = α_s x_1 + σ_s x_0
+with x_1 data. Here α_s = m(τ(1 − s)), σ_s = σ(τ(1 − s)), and a velocity converts as
+u(x, s) = −τ ν(x, τ(1 − s)); see :func:`to_flow_matching`, :func:`from_flow_matching`,
+:func:`velocity_to_flow_matching`, :func:`velocity_from_flow_matching`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from satjax._util import as_float, check_tau, gauss_legendre, is_concrete, time_derivative
+from satjax.forces import IsoTransition, LinearForce
+
+
+class Schedule(LinearForce):
+    """Abstract schedule (m_t, σ_t²) on t ∈ [0, τ]; t = 0 data, t = τ noise."""
+
+    def m(self, t):
+        """Mean scale m_t (m_0 = 1)."""
+        raise NotImplementedError
+
+    def sigma2(self, t):
+        """Noise variance σ_t² (σ_0 = 0)."""
+        raise NotImplementedError
+
+    def sigma(self, t):
+        """Noise scale σ_t."""
+        return jnp.sqrt(jnp.maximum(self.sigma2(t), 0.0))
+
+    def dm(self, t):
+        """∂_t m_t."""
+        return time_derivative(self.m, t)[1]
+
+    def dsigma2(self, t):
+        """∂_t σ_t²."""
+        return time_derivative(self.sigma2, t)[1]
+
+    def log_m_rate(self, t):
+        """∂_t ln m_t, the force coefficient of Eq. 23 (−∞ where m_t = 0)."""
+        m, dm = time_derivative(self.m, t)
+        return dm / m
+
+    def temperature(self, t):
+        """T_t = ∂_t(σ²/2) − σ² ∂_t ln m (Eq. 22); +∞ where m_t = 0 and σ_t > 0."""
+        return 0.5 * self.dsigma2(t) - self.sigma2(t) * self.log_m_rate(t)
+
+    def force(self, x, t):
+        """f_t(x) = (∂_t ln m_t) x (Eq. 23)."""
+        return self.log_m_rate(t) * x
+
+    def transition(self, t):
+        """N(m_t y, σ_t² I) (Eq. 25)."""
+        t = as_float(t)
+        return IsoTransition(scale=self.m(t), var=self.sigma2(t))
+
+    def kinetic_energy_rate(self, t):
+        """m'_t² + σ'_t², the integrand of the conditional energy of Eq. 93 (per dimension)."""
+        dm = self.dm(t)
+        s2, ds2 = time_derivative(self.sigma2, t)
+        # σ'² = (σ²)'² / (4σ²); finite limit at σ → 0 is handled by the caller's nodes (t > 0).
+        return dm**2 + ds2**2 / (4.0 * s2)
+
+    def validate(self, n_grid: int = 257) -> "Schedule":
+        """Raise ValueError unless m_0 = 1, σ_0 = 0 and ∂_t(σ/m) ≥ 0 on a grid (Eq. 24)."""
+        if not is_concrete(self):
+            return self
+        check_tau(self.tau)
+        tau = float(self.tau)
+        m0, s0 = float(self.m(as_float(0.0))), float(self.sigma2(as_float(0.0)))
+        if not np.isclose(m0, 1.0, rtol=0, atol=1e-9):
+            raise ValueError(f"a schedule needs m_0 = 1; got m_0 = {m0:.6g}")
+        if not np.isclose(s0, 0.0, rtol=0, atol=1e-12):
+            raise ValueError(f"a schedule needs sigma_0 = 0; got sigma_0^2 = {s0:.6g}")
+        ts = jnp.linspace(0.0, tau, n_grid)[1:-1]
+        ratio = np.asarray(jax.vmap(lambda t: self.sigma2(t) / self.m(t) ** 2)(ts))
+        temps = np.asarray(jax.vmap(self.temperature)(ts))
+        if not np.all(np.isfinite(ratio)) or not np.all(np.isfinite(temps)):
+            raise ValueError("schedule gives non-finite sigma/m or temperature inside (0, tau)")
+        bad = np.where((np.diff(ratio) < -1e-12 * np.abs(ratio[1:])) | (temps[1:] < -1e-10))[0]
+        if bad.size:
+            t_bad = float(ts[bad[0] + 1])
+            raise ValueError(
+                "d/dt (sigma/m) must be >= 0 (Eq. 24: otherwise the temperature is negative); "
+                f"it decreases near t = {t_bad:.4g} (T = {float(temps[bad[0] + 1]):.4g})"
+            )
+        return self
+
+
+def _s(sched, t):
+    return t / sched.tau
+
+
+class ConditionalOT(Schedule):
+    """cond-OT / rectified flow: m = 1 − t/τ, σ = t/τ (Eq. 28)."""
+
+    def m(self, t):
+        return 1.0 - _s(self, t)
+
+    def sigma2(self, t):
+        return _s(self, t) ** 2
+
+
+class Cosine(Schedule):
+    """Cosine schedule: m = cos(πt/2τ), σ = sin(πt/2τ) (Eq. 32)."""
+
+    def m(self, t):
+        return jnp.cos(0.5 * jnp.pi * _s(self, t))
+
+    def sigma2(self, t):
+        return jnp.sin(0.5 * jnp.pi * _s(self, t)) ** 2
+
+
+class VPLinear(Schedule):
+    """DDPM linear-β VP schedule: m = exp(−½∫_0^s β), β(s) = β_min + s(β_max − β_min), s = t/τ.
+
+    σ² = 1 − m² (Eq. 31).
+    """
+
+    beta_min: jax.Array = 0.1
+    beta_max: jax.Array = 20.0
+
+    def _log_m(self, t):
+        s = _s(self, t)
+        return -0.5 * (self.beta_min * s + 0.5 * (self.beta_max - self.beta_min) * s**2)
+
+    def m(self, t):
+        return jnp.exp(self._log_m(t))
+
+    def sigma2(self, t):
+        return -jnp.expm1(2.0 * self._log_m(t))
+
+
+class VE(Schedule):
+    """Variance-exploding geometric schedule with σ_0 = 0 built in.
+
+    m = 1, σ_t² = σ_min² ((σ_max/σ_min)^{2t/τ} − 1): the geometric σ_min (σ_max/σ_min)^{t/τ}
+    of score-SDE VE, shifted so that σ_0 = 0 holds (the transition from the data, not from
+    N(data, σ_min²)). T_t = σ_min² ln(σ_max/σ_min) (σ_max/σ_min)^{2t/τ} / τ > 0 for all t.
+    """
+
+    sigma_min: jax.Array = 0.01
+    sigma_max: jax.Array = 10.0
+
+    def m(self, t):
+        return jnp.ones_like(as_float(t))
+
+    def sigma2(self, t):
+        log_r = jnp.log(self.sigma_max / self.sigma_min)
+        return self.sigma_min**2 * jnp.expm1(2.0 * log_r * _s(self, t))
+
+    def log_m_rate(self, t):
+        return jnp.zeros_like(as_float(t))
+
+
+class PolarSchedule(Schedule):
+    """Learnable monotone family in polar form: m = r cos θ, σ = r sin θ (free or VP).
+
+    θ(s) = (π/2) F(s), s = t/τ, with F(s) = ∫_0^s p(u)² du / ∫_0^1 p(u)² du a monotone, C∞ map of
+    [0, 1] onto itself (p a Legendre series with coefficients ``angle``); so σ/m = tan θ never
+    decreases (Eq. 24 holds for every parameter value) and m_0 = 1, σ_0 = 0, m_τ = 0, σ_τ = r_τ.
+    ln r(s) = s(1 − s) Σ_j b_j P_j(2s − 1) with coefficients ``log_radius``, so r_0 = r_τ = 1;
+    an empty ``log_radius`` gives the VP-constrained family (m² + σ² = 1, Eq. 31).
+
+    Cosine is exactly ``angle = (1, 0, ...)``, ``log_radius = 0``; cond-OT is reached to high
+    accuracy by :func:`fit_polar` (θ = atan(s/(1−s)), r = sqrt((1−s)² + s²)).
+    """
+
+    angle: jax.Array = None
+    log_radius: jax.Array = None
+
+    @property
+    def vp(self) -> bool:
+        return self.log_radius.shape[0] == 0
+
+    def _F(self, s):
+        deg = self.angle.shape[0]
+        n_q = deg + 1  # exact for the polynomial p² of degree 2(deg − 1)
+        u, w = gauss_legendre(n_q, 0.0, 1.0)
+
+        def p(x):
+            return _legval(2.0 * x - 1.0, self.angle)
+
+        z = jnp.sum(w * p(u) ** 2)
+        return s * jnp.sum(w * p(s * u) ** 2) / z
+
+    def theta(self, t):
+        return 0.5 * jnp.pi * self._F(_s(self, t))
+
+    def radius(self, t):
+        s = _s(self, t)
+        if self.vp:
+            return jnp.ones_like(s)
+        return jnp.exp(s * (1.0 - s) * _legval(2.0 * s - 1.0, self.log_radius))
+
+    def m(self, t):
+        return self.radius(t) * jnp.cos(self.theta(t))
+
+    def sigma2(self, t):
+        return (self.radius(t) * jnp.sin(self.theta(t))) ** 2
+
+
+def _legval(x, coeffs):
+    """Legendre series Σ_j c_j P_j(x) by the three-term recurrence (scalar x)."""
+    n = coeffs.shape[0]
+    if n == 0:
+        return jnp.zeros_like(x)
+    p_prev, p_cur = jnp.ones_like(x), x
+    total = coeffs[0] * p_prev
+    if n > 1:
+        total = total + coeffs[1] * p_cur
+    for j in range(2, n):
+        p_prev, p_cur = p_cur, ((2 * j - 1) * x * p_cur - (j - 1) * p_prev) / j
+        total = total + coeffs[j] * p_cur
+    return total
+
+
+class FunctionSchedule(Schedule):
+    """A schedule from user functions m(t) and σ(t) (static callables); validated on a grid."""
+
+    m_fn: Callable = struct.field(pytree_node=False, default=None)
+    sigma_fn: Callable = struct.field(pytree_node=False, default=None)
+
+    def m(self, t):
+        return self.m_fn(t)
+
+    def sigma2(self, t):
+        return self.sigma_fn(t) ** 2
+
+
+# ----------------------------------------------------------------------------- constructors
+
+
+def _build(cls, tau, **kw):
+    check_tau(tau)
+    return cls(tau=as_float(tau), **{k: as_float(v) for k, v in kw.items()}).validate()
+
+
+def cond_ot(tau=1.0) -> ConditionalOT:
+    """cond-OT (rectified flow) schedule m = 1 − t/τ, σ = t/τ (Eq. 28)."""
+    return _build(ConditionalOT, tau)
+
+
+def cosine(tau=1.0) -> Cosine:
+    """Cosine schedule m = cos(πt/2τ), σ = sin(πt/2τ) (Eq. 32)."""
+    return _build(Cosine, tau)
+
+
+def vp_linear(beta_min=0.1, beta_max=20.0, tau=1.0) -> VPLinear:
+    """DDPM linear-β VP schedule (Eq. 31); requires 0 ≤ β_min and β_min + β_max > 0."""
+    if is_concrete(beta_min, beta_max):
+        if float(beta_min) < 0 or float(beta_max) < 0 or float(beta_min) + float(beta_max) <= 0:
+            raise ValueError(
+                f"vp-linear needs beta_min >= 0, beta_max >= 0, not both 0; got "
+                f"beta_min={float(beta_min)}, beta_max={float(beta_max)}")
+    return _build(VPLinear, tau, beta_min=beta_min, beta_max=beta_max)
+
+
+def ve(sigma_min=0.01, sigma_max=10.0, tau=1.0) -> VE:
+    """VE schedule σ_t² = σ_min²((σ_max/σ_min)^{2t/τ} − 1), m = 1."""
+    if is_concrete(sigma_min, sigma_max):
+        if not (0 < float(sigma_min) < float(sigma_max)):
+            raise ValueError(
+                "ve needs 0 < sigma_min < sigma_max (sigma must grow, Eq. 24); got "
+                f"sigma_min={float(sigma_min)}, sigma_max={float(sigma_max)}")
+    return _build(VE, tau, sigma_min=sigma_min, sigma_max=sigma_max)
+
+
+def polar(n_angle: int = 6, n_radius: int = 6, *, vp: bool = False, tau=1.0,
+          angle=None, log_radius=None) -> PolarSchedule:
+    """Learnable schedule, initialised at cosine (``angle = e_0``, ``log_radius = 0``).
+
+    Args:
+      n_angle: number of Legendre coefficients of p (θ's density), ≥ 1.
+      n_radius: number of Legendre coefficients of ln r; ignored (0) when ``vp``.
+      vp: the VP-constrained variant m² + σ² = 1.
+      angle, log_radius: explicit coefficients instead of the cosine initialisation.
+    """
+    if n_angle < 1:
+        raise ValueError(f"`n_angle` must be >= 1; got {n_angle}")
+    if angle is None:
+        angle = jnp.zeros((n_angle,)).at[0].set(1.0)
+    if vp:
+        log_radius = jnp.zeros((0,))
+    elif log_radius is None:
+        log_radius = jnp.zeros((n_radius,))
+    angle, log_radius = as_float(angle), as_float(log_radius)
+    if angle.ndim != 1 or log_radius.ndim != 1:
+        raise ValueError("`angle` and `log_radius` must be 1-D coefficient arrays")
+    if is_concrete(angle) and not bool(jnp.any(angle != 0)):
+        raise ValueError("`angle` coefficients must not all be zero (θ would be undefined)")
+    check_tau(tau)
+    return PolarSchedule(tau=as_float(tau), angle=angle, log_radius=log_radius).validate()
+
+
+def from_functions(m_fn, sigma_fn, tau=1.0) -> FunctionSchedule:
+    """Schedule from callables m(t), σ(t) on [0, τ]; validated (m_0 = 1, σ_0 = 0, Eq. 24)."""
+    if not callable(m_fn) or not callable(sigma_fn):
+        raise TypeError("`m_fn` and `sigma_fn` must be callables of t")
+    check_tau(tau)
+    return FunctionSchedule(tau=as_float(tau), m_fn=m_fn, sigma_fn=sigma_fn).validate()
+
+
+def fit_polar(target: Schedule, n_angle: int = 8, n_radius: int = 8, *, vp: bool = False,
+              n_nodes: int = 64, steps: int = 3000, learning_rate: float = 0.02) -> PolarSchedule:
+    """Least-squares fit of a :class:`PolarSchedule` to ``target`` (m and σ at GL nodes), optax."""
+    import optax
+
+    init = polar(n_angle, n_radius, vp=vp, tau=target.tau)
+    ts, w = gauss_legendre(n_nodes, 0.0, target.tau)
+    m_ref, s_ref = jax.vmap(target.m)(ts), jax.vmap(target.sigma)(ts)
+
+    def loss(p):
+        sch = init.replace(**p)
+        dm = jax.vmap(sch.m)(ts) - m_ref
+        ds = jax.vmap(sch.sigma)(ts) - s_ref
+        return jnp.sum(w * (dm**2 + ds**2)) / target.tau
+
+    params = {"angle": init.angle, "log_radius": init.log_radius}
+    opt = optax.adam(learning_rate)
+
+    @jax.jit
+    def step(p, state):
+        val, g = jax.value_and_grad(loss)(p)
+        upd, state = opt.update(g, state, p)
+        return optax.apply_updates(p, upd), state, val
+
+    state = opt.init(params)
+    for _ in range(steps):
+        params, state, _ = step(params, state)
+    return init.replace(**params).validate()
+
+
+# ------------------------------------------------------------------ flow-matching conventions
+
+
+def to_flow_matching(schedule: Schedule):
+    """(α(s), σ(s)) of the flow-matching convention, s = 0 noise: α_s = m(τ(1−s))."""
+    def alpha(s):
+        return schedule.m(schedule.tau * (1.0 - s))
+
+    def sigma(s):
+        return schedule.sigma(schedule.tau * (1.0 - s))
+
+    return alpha, sigma
+
+
+def from_flow_matching(alpha_fn, sigma_fn, tau=1.0) -> FunctionSchedule:
+    """Schedule from flow-matching (α_s, σ_s), s = 0 noise: m(t) = α(1 − t/τ), σ(t) = σ_s(1 − t/τ)."""
+    tau_f = as_float(tau)
+    return from_functions(lambda t: alpha_fn(1.0 - t / tau_f),
+                          lambda t: sigma_fn(1.0 - t / tau_f), tau=tau)
+
+
+def velocity_to_flow_matching(velocity_fn, tau):
+    """u(x, s) = −τ ν(x, τ(1 − s)): our velocity ν(x, t) as a flow-matching velocity."""
+    return lambda x, s: -tau * velocity_fn(x, tau * (1.0 - s))
+
+
+def velocity_from_flow_matching(u_fn, tau):
+    """ν(x, t) = −u(x, 1 − t/τ)/τ: a flow-matching velocity in satjax's time."""
+    return lambda x, t: -u_fn(x, 1.0 - t / tau) / tau
