@@ -255,6 +255,7 @@ class GeneralLinearForce(LinearForce):
             diffrax.ODETerm(rhs), diffrax.Tsit5(), t0=0.0, t1=1.0, dt0=None, y0=y0,
             stepsize_controller=diffrax.PIDController(rtol=self.tol, atol=self.tol),
             saveat=diffrax.SaveAt(t1=True), max_steps=self.max_steps,
+            adjoint=diffrax.DirectAdjoint(),  # supports forward- and reverse-mode autodiff
         )
         return jax.tree_util.tree_map(lambda v: v[-1], sol.ys)
 

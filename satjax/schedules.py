@@ -91,8 +91,7 @@ class Schedule(LinearForce):
         if not np.isclose(s0, 0.0, rtol=0, atol=1e-12):
             raise ValueError(f"a schedule needs sigma_0 = 0; got sigma_0^2 = {s0:.6g}")
         ts = jnp.linspace(0.0, tau, n_grid)[1:-1]
-        ratio = np.asarray(jax.vmap(lambda t: self.sigma2(t) / self.m(t) ** 2)(ts))
-        temps = np.asarray(jax.vmap(self.temperature)(ts))
+        ratio, temps = (np.asarray(v) for v in _validation_grid(self, ts))
         if not np.all(np.isfinite(ratio)) or not np.all(np.isfinite(temps)):
             raise ValueError("schedule gives non-finite sigma/m or temperature inside (0, tau)")
         bad = np.where((np.diff(ratio) < -1e-12 * np.abs(ratio[1:])) | (temps[1:] < -1e-10))[0]
@@ -103,6 +102,12 @@ class Schedule(LinearForce):
                 f"it decreases near t = {t_bad:.4g} (T = {float(temps[bad[0] + 1]):.4g})"
             )
         return self
+
+
+@jax.jit
+def _validation_grid(sched, ts):
+    ratio = jax.vmap(lambda t: sched.sigma2(t) / sched.m(t) ** 2)(ts)
+    return ratio, jax.vmap(sched.temperature)(ts)
 
 
 def _s(sched, t):
