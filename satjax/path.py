@@ -1,0 +1,126 @@
+"""The cost of a forward path: w_D, c_2, path length, S_tot and the hierarchy of Eq. 68/92.
+
+    w_D = ∫ T_t Ṡ_tot dt = ∫ E‖ν_t‖² dt  ≥  c_2 = ∫ v_2² dt  ≥  L_τ²/τ  ≥  W_2(P_0, P_τ)²/τ,
+    L_τ = ∫ v_2 dt                                                           (36, 65–68, 92)
+
+Expectations: closed form for single-Gaussian data, quadrature in 1-D, Monte Carlo with common
+random numbers in n-D (standard errors reported); v_2² from :mod:`satjax.geometry.speed`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from satjax import thermo
+from satjax._util import as_float, check_time
+from satjax.forces import LinearForce
+from satjax.forward import _check, marginal_and_rate
+from satjax.geometry import speed
+from satjax.mixtures import GaussianMixture
+
+
+class PathCost(struct.PyTreeNode):
+    """Costs of a forward path on [t0, t1] (Gauss–Legendre nodes ``ts``, weights ``wts``).
+
+    Per node: ``kinetic`` = E‖ν‖² = T Ṡ_tot, ``speed_sq`` = v_2², ``temperature``.
+    Integrals: ``wD``, ``c2``, ``path_length`` (L_τ), ``S_tot`` (+∞ when T_{t0} = 0), with
+    Monte-Carlo standard errors ``wD_stderr``, ``c2_stderr`` (0 when exact).
+    ``method``: how expectations were taken; ``speed_exact``: whether v_2² is exact (conservative
+    velocity or Gaussian P_t) or a projected lower estimate.
+    """
+
+    ts: jax.Array
+    wts: jax.Array
+    kinetic: jax.Array
+    speed_sq: jax.Array
+    temperature: jax.Array
+    wD: jax.Array
+    wD_stderr: jax.Array
+    c2: jax.Array
+    c2_stderr: jax.Array
+    path_length: jax.Array
+    S_tot: jax.Array
+    S_tot_finite: jax.Array
+    finite: jax.Array
+    method: str = struct.field(pytree_node=False, default="quadrature")
+    speed_exact: bool = struct.field(pytree_node=False, default=True)
+
+
+def _skew(protocol, t):
+    K = protocol.rotation_generator(t)
+    return None if K is None else 0.5 * (K - K.T)
+
+
+@partial(jax.jit, static_argnames=("n_time", "n_points", "chunk", "method", "degree", "conservative"))
+def _path_cost(protocol, data, t0, t1, mcdraws, n_time, n_points, chunk, method, degree,
+               conservative):
+    ep = thermo._entropy_production(protocol, data, t0, t1, mcdraws, n_time, n_points, chunk,
+                                    method)
+    ts, wts = ep.ts, ep.wts
+    corr_err = jnp.zeros_like(ep.wD)
+    if conservative:
+        speed_sq = ep.kinetic
+    elif method == "gaussian":
+        def one(t):
+            marg, rate = marginal_and_rate(protocol, data, t)
+            return speed.lyapunov_speed_sq(rate.means[0], marg.full_cov()[0], rate.full_cov()[0])
+        speed_sq = jax.vmap(one)(ts)
+    else:
+        # ν = ∇(·) + K_skew x: project only the rotational part of the force (speed.py).
+        def corr(t):
+            marg = marginal_and_rate(protocol, data, t)[0]
+            x = marg.sample_given(mcdraws.idx, mcdraws.eps)
+            r = x @ _skew(protocol, t).T
+            grad_part, _ = speed.project_onto_gradients(x, r, degree=degree)
+            return jnp.sum(grad_part**2, -1) - jnp.sum(r**2, -1)
+        c = jax.vmap(corr)(ts)  # (n_time, N)
+        speed_sq = ep.kinetic + c.mean(1)
+        corr_err = jnp.std(wts @ c, ddof=1) / jnp.sqrt(c.shape[1])
+    c2 = wts @ speed_sq
+    c2_err = jnp.sqrt(ep.wD_stderr**2 + corr_err**2)
+    length = wts @ jnp.sqrt(jnp.maximum(speed_sq, 0.0))
+    return PathCost(ts=ts, wts=wts, kinetic=ep.kinetic, speed_sq=speed_sq,
+                    temperature=ep.temperature, wD=ep.wD, wD_stderr=ep.wD_stderr, c2=c2,
+                    c2_stderr=c2_err, path_length=length, S_tot=ep.S_tot,
+                    S_tot_finite=ep.S_tot_finite, finite=ep.finite & jnp.isfinite(c2),
+                    method=method, speed_exact=conservative or method == "gaussian")
+
+
+def path_cost(protocol: LinearForce, data: GaussianMixture, *, t0=0.0, t1=None, n_time: int = 64,
+              method: str = "auto", key=None, n_samples: int = 4096, n_points: int = 4096,
+              degree: int = 4, chunk: Optional[int] = None) -> PathCost:
+    """w_D, c_2, L_τ and S_tot of the forward path of ``data`` under ``protocol`` (Eq. 36–40, 68).
+
+    Args:
+      protocol: schedule or linear force.
+      data: q as a Gaussian mixture.
+      t0, t1: interval (default [0, τ]).
+      n_time: Gauss–Legendre nodes in time.
+      method: "auto" | "gaussian" | "quadrature" | "mc" (see :func:`thermo.entropy_production`).
+      key: PRNG key (required for "mc").
+      n_samples: Monte-Carlo samples (common to all nodes).
+      n_points: quadrature points (1-D).
+      degree: polynomial degree of the gradient projection for rotational forces (n-D mixtures).
+      chunk: components per chunk.
+
+    Returns:
+      PathCost. For conservative protocols c_2 = w_D exactly (v_2 = ‖ν‖ in L²(P_t)).
+    """
+    _check(protocol, data)
+    t1 = protocol.tau if t1 is None else t1
+    check_time(t0, protocol.tau, "t0")
+    check_time(t1, protocol.tau, "t1")
+    method = thermo.resolve_method(data, method)
+    if method == "mc" and key is None:
+        raise ValueError("method 'mc' needs a PRNG `key`")
+    if degree < 1:
+        raise ValueError(f"`degree` must be >= 1; got {degree}")
+    d = thermo.draws(key, data, n_samples) if method == "mc" else None
+    conservative = bool(protocol.conservative) or data.dim == 1
+    return _path_cost(protocol, data, as_float(t0), as_float(t1), d, n_time, n_points, chunk,
+                      method, int(degree), conservative)
