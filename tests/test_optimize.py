@@ -1,0 +1,78 @@
+"""Schedule optimisation recovers the known optima (Eq. 93–95) and approaches W2²/τ."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from satjax import mixtures as M
+from satjax import optimize as O
+from satjax import path as P
+from satjax import schedules as S
+
+
+def max_dev(a, b):
+    ts = jnp.linspace(0.0, 1.0, 41)
+    return max(float(jnp.max(jnp.abs(jnp.vectorize(a.m)(ts) - jnp.vectorize(b.m)(ts)))),
+               float(jnp.max(jnp.abs(jnp.vectorize(a.sigma)(ts) - jnp.vectorize(b.sigma)(ts)))))
+
+
+def test_conditional_energy_free_family_gives_cond_ot():
+    """Eq. 94: minimiser cond-OT with value 2 n_d / τ; recovered to 1e-3 in m and σ."""
+    r = O.optimize_schedule(M.gaussian(0.0, 1.0, dim=2), family="free", objective="conditional",
+                            steps=400, learning_rate=0.05)
+    assert float(r.best_value) == pytest.approx(4.0, rel=1e-4)
+    assert max_dev(r.schedule, S.cond_ot()) < 1e-3
+    assert not r.diverged
+
+
+def test_conditional_energy_vp_family_gives_cosine():
+    """Eq. 95: under m² + σ² = 1 the minimiser is cosine, value (π/2)² n_d / τ."""
+    init = S.polar(5, vp=True, angle=[1.0, 0.3, -0.2, 0.1, 0.05])
+    r = O.optimize_schedule(M.gaussian(0.0, 1.0), family="vp", objective="conditional", steps=400,
+                            learning_rate=0.05, init=init)
+    assert float(r.best_value) == pytest.approx(np.pi**2 / 4, rel=1e-6)
+    assert max_dev(r.schedule, S.cosine()) < 1e-4
+
+
+def test_exact_c2_reaches_W2_on_centred_gaussian_vp():
+    """Centred N(0, s²): the geodesic to N(0, 1) lies in the VP family; c_2 → W2²/τ = (1 − s)²."""
+    s = 0.3
+    data = M.gaussian(0.0, s)
+    r = O.optimize_schedule(data, family="vp", objective="c2", steps=500, learning_rate=0.1, n_basis=8)
+    w2 = (1 - s) ** 2
+    c2_cos = float(P.path_cost(S.cosine(), data).c2)
+    assert w2 <= float(r.best_value) < 1.02 * w2 < c2_cos
+
+
+def test_exact_c2_on_mixture_beats_cosine_and_cond_ot():
+    data = M.gmm([-2.0, 2.0], 0.5)
+    r = O.optimize_schedule(data, family="free", objective="c2", steps=150, learning_rate=0.05)
+    c2 = float(P.path_cost(r.schedule, data).c2)
+    assert c2 < float(P.path_cost(S.cosine(), data).c2)
+    assert c2 < float(P.path_cost(S.cond_ot(), data).c2)
+
+
+def test_divergence_stops_with_best_schedule():
+    def objective(sch):  # finite while angle[1] <= 0.3, NaN beyond: descent walks into it
+        a = sch.angle[1]
+        return jnp.where(a > 0.3, jnp.nan, (a - 1.0) ** 2)
+
+    r = O.optimize_schedule(M.gaussian(0.0, 1.0), objective=objective, steps=200, learning_rate=0.05)
+    assert r.diverged and r.steps < 200
+    assert float(r.schedule.angle[1]) <= 0.3
+    assert np.isfinite(float(r.best_value))
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(family="weird"), "family"),
+    (dict(objective="speed"), "objective"),
+    (dict(steps=0), "steps"),
+])
+def test_bad_arguments(kw, match):
+    with pytest.raises(ValueError, match=match):
+        O.optimize_schedule(M.gaussian(0.0, 1.0), **kw)
+
+
+def test_mc_objective_needs_key():
+    with pytest.raises(ValueError, match="key"):
+        O.optimize_schedule(M.swiss_roll(n=50), objective="c2", steps=1)
