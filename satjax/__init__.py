@@ -4,7 +4,8 @@ Implements the speed-accuracy relations of Ikeda, Uda, Okanohara & Ito (arXiv:24
 Time convention: t = 0 is data, t = τ is noise.
 """
 
-from satjax import forces, forward, mixtures, schedules
+from satjax import (bound, forces, forward, geometry, mixtures, optimize, path, perturb, reverse,
+                    schedules, thermo)
 from satjax.forces import GeneralLinearForce, LinearForce, RotatingForce
 from satjax.forward import (fields, forward_sde, log_density, marginal, marginal_and_rate,
                             sample_marginal, score, velocity)
@@ -14,7 +15,8 @@ from satjax.schedules import Schedule
 __version__ = "0.1.0"
 
 __all__ = [
-    "forces", "forward", "mixtures", "schedules",
+    "bound", "forces", "forward", "geometry", "mixtures", "optimize", "path", "perturb", "reverse",
+    "schedules", "thermo",
     "GaussianMixture", "GeneralLinearForce", "LinearForce", "RotatingForce", "Schedule",
     "fields", "forward_sde", "log_density", "marginal", "marginal_and_rate", "sample_marginal",
     "score", "velocity",

@@ -99,13 +99,37 @@ def _not_yet(name: str, issue: int):
 @app.command()
 def path(data: DataSpec, protocol: ProtocolSpec, tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0,
          json_out: JsonOut = None,
-         plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of v_2(t)^2 and E|nu_t|^2.")] = None):
+         plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of v_2(t)^2 and E|nu_t|^2.")] = None,
+         n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 64,
+         n_samples: Annotated[int, typer.Option("--n-samples", help="Monte-Carlo samples (n-D).")] = 4096):
     """Thermodynamic and Wasserstein cost of the forward path (c2, wD, S_tot, W2^2, path length)."""
     setup(x64, tau)
     check_writable(json_out)
     check_writable(plot, "--plot")
+    if n_time < 2 or n_samples < 2:
+        fail("--n-time and --n-samples must be >= 2")
     d, p = _parse(data, protocol, tau)
-    _not_yet("path", 3)
+    import jax
+
+    from satjax import path as sjpath
+
+    key = jax.random.PRNGKey(seed)
+    try:
+        res = sjpath.path_report(p, d, key=key, n_time=n_time, n_samples=n_samples)
+    except (ValueError, TypeError) as err:
+        fail(str(err))
+    payload = {"data": data, "protocol": protocol, "tau": tau, **res}
+    rows = [(k, payload[k]) for k in ("wD", "c2", "path_length", "S_tot", "W2sq", "W2sq_over_tau",
+                                      "length_sq_over_tau", "method")]
+    print_table(rows, ["quantity", "value"])
+    for name, ok in payload["hierarchy"].items():
+        typer.echo(f"{name}: {'holds' if ok else 'VIOLATED'}")
+    emit_json(payload, json_out)
+    if plot:
+        from satjax.plotting import plot_path
+
+        plot_path(payload, plot)
+        typer.echo(f"wrote {plot}")
 
 
 @app.command()
@@ -135,16 +159,75 @@ def optimize(data: DataSpec, tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, js
     _not_yet("optimize", 5)
 
 
+FIGURES = ("fig6", "fig7", "fig8", "schedules")
+
+
+def _prepare_out(out: str) -> Path:
+    """Create the output folder or fail before any computation."""
+    d = Path(out).expanduser()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        fail(f"--out: cannot create folder {d}: {err}")
+    if not os.access(d, os.W_OK):
+        fail(f"--out: folder {d} is not writable")
+    return d
+
+
+def _write_json_atomic(payload: dict, path: Path):
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def _reproduce_fig6(outdir: Path, quick: bool, tau: float, means: str, std: float):
+    from satjax.experiments import fig6
+    from satjax.plotting import plot_fig6
+
+    try:
+        m = tuple(float(v) for v in means.split(","))
+    except ValueError:
+        fail(f"--means must be two numbers 'a,b'; got {means!r}")
+    if len(m) != 2 or not std > 0:
+        fail("--means needs two numbers and --std must be > 0")
+    res = fig6.run(quick=quick, tau=tau, means=m, std=std)
+    rows = [(c["protocol"], c["perturb"], c["eta"], c["c1"], c["c2"], c["wD"], c["D0"],
+             "yes" if all(c["holds"].values()) else "NO") for c in res["cases"]]
+    print_table(rows, ["protocol", "perturb", "eta", "c1", "c2", "wD", "D0", "holds"])
+    typer.echo(f"eta equal across protocols: {res['eta_agrees_across_protocols']}; "
+               f"all inequalities hold: {res['all_inequalities_hold']}; {res['seconds']:.1f} s")
+    _write_json_atomic(res, outdir / "fig6.json")
+    plot_fig6(res, str(outdir / "fig6.png"))
+    typer.echo(f"wrote {outdir / 'fig6.json'} and {outdir / 'fig6.png'}")
+    return res
+
+
 @app.command()
 def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | schedules | all")],
               quick: Annotated[bool, typer.Option("--quick", help="Small settings for CI.")] = False,
               out: Annotated[str, typer.Option("--out", help="Output folder.")] = "out",
+              means: Annotated[str, typer.Option("--means", help="fig6: the two component means.")] = "-2,2",
+              std: Annotated[float, typer.Option("--std", help="fig6: component standard deviation.")] = 0.5,
               tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None):
     """Reproduce one of the paper's experiments (figure PNG + JSON + table)."""
     setup(x64, tau)
-    if name not in ("fig6", "fig7", "fig8", "schedules", "all"):
+    if name not in FIGURES + ("all",):
         fail(f"unknown figure {name!r}; choose fig6, fig7, fig8, schedules or all")
-    _not_yet("reproduce", 6)
+    outdir = _prepare_out(out)
+    names = FIGURES if name == "all" else (name,)
+    missing = [n for n in names if n != "fig6"]
+    if missing and name != "all":
+        _not_yet(f"reproduce {name}", 6)
+    results = {}
+    for n in names:
+        if n == "fig6":
+            results[n] = _reproduce_fig6(outdir, quick, tau, means, std)
+    if json_out:
+        emit_json({k: {kk: v[kk] for kk in ("cases", "eta_agrees_across_protocols",
+                                             "all_inequalities_hold")} for k, v in results.items()},
+                  json_out)
+    if missing:
+        _not_yet("reproduce " + ", ".join(missing), 6)
 
 
 @app.command()

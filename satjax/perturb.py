@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from satjax._util import is_concrete
 from satjax.mixtures import GaussianMixture, from_samples
 from satjax.thermo import quadrature_grid_1d
 
@@ -180,7 +181,7 @@ def pearson(pt: GaussianMixture, p: GaussianMixture, *, method: str = "auto", ke
             raise ValueError("method 'gaussian' needs single-Gaussian starts")
         v = chi2_gaussian(pt.means[0], pt.full_cov()[0], p.means[0], p.full_cov()[0])
         return Divergence(value=v, stderr=zero, method=method)
-    if _heavier_tails(pt, p):
+    if is_concrete(pt, p) and _heavier_tails(pt, p):
         return Divergence(value=jnp.asarray(jnp.inf, p.means.dtype), stderr=zero, method=method)
     if method == "quadrature":
         if p.dim != 1:

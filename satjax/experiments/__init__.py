@@ -1,0 +1,1 @@
+"""The paper's experiments as pure functions returning JSON-ready results (plotting apart)."""

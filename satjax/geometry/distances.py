@@ -1,0 +1,802 @@
+"""Wasserstein distances: exact 1-D mixtures, Gaussians, and point clouds (PAPER.md section 5).
+
+Three routes to W_p (Eq. 52, 53), from the most to the least exact:
+
+* **1-D Gaussian mixtures** — W_p^p = ∫_0^1 |F_P⁻¹(u) − F_Q⁻¹(u)|^p du (the 1-D formula of
+  section 5) evaluated to ~1e-13 relative in float64 by quadrature along the *comonotone sum*
+  s = x + y (see :func:`w2_squared_1d`), plus the CDF and a differentiable quantile function.
+* **Gaussians** — the closed form of Eq. 59 with symmetric square roots by ``eigh``.
+* **Point clouds in n-D** — discrete OT between weighted samples, by ott-jax Sinkhorn
+  (differentiable, jit-able, runs on accelerators; entropic, so biased by O(ε)) or by POT's
+  network simplex (exact, CPU, NumPy, not differentiable). Both return an :class:`OTResult`
+  whose ``cost`` is the primal transport cost E_π‖x − y‖^p = W_p^p of the returned plan.
+
+Non-convergence is data: :class:`OTResult` carries ``converged`` and the final marginal
+``error``; the functions here turn a failed flag into :class:`SinkhornNotConverged` (ott) or
+:class:`OTNotConverged` (POT) when ``throw=True``, or into a warning when ``throw=False``.
+ott-jax is imported only in this module (STYLE.md: one door per dependency); POT is imported
+lazily, since it is a test-only dependency.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from functools import partial
+from typing import Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.scipy.special import log_ndtr, logsumexp, ndtr, ndtri
+from ott.geometry import costs, epsilon_scheduler, pointcloud
+from ott.problems.linear import linear_problem
+from ott.solvers.linear import sinkhorn
+
+from satjax._util import as_float, gauss_legendre, is_concrete
+from satjax.mixtures import GaussianMixture
+
+__all__ = [
+    "OTNotConverged", "OTResult", "SinkhornNotConverged",
+    "cdf_1d", "quantile_1d", "w2_squared_1d", "wasserstein_1d", "wasserstein_1d_samples",
+    "w2_squared_gaussian",
+    "ot_assignment", "ot_cost", "ot_plan", "w1_samples", "w2_samples",
+]
+
+# ====================================================================== 1-D Gaussian mixtures
+
+# Half-width, in component standard deviations, of the region integrated over: the mass left
+# outside is at most Φ(-9) ≈ 1e-19 per component.
+_TAIL_Z = 9.0
+_MAX_NEWTON = 100
+
+
+def _components_1d(mix) -> tuple:
+    """(log w_k, μ_k, s_k) of a 1-D mixture; every covariance kind is a variance s_k² in 1-D."""
+    if not isinstance(mix, GaussianMixture):
+        raise TypeError(f"expected a GaussianMixture; got {type(mix).__name__}")
+    if mix.dim != 1:
+        raise ValueError(f"1-D formulas need a mixture of dimension 1; got dimension {mix.dim}")
+    var = mix.cov.reshape(mix.n_components)  # (K,), (K, 1) or (K, 1, 1): one variance each
+    return jnp.log(mix.weights), mix.means[:, 0], jnp.sqrt(var)
+
+
+def _padded(comps):
+    """The components of mixtures padded with zero weights to one power-of-two count (>= 2),
+    so that mixtures of 1, 2, 3, 4, 5, ... components share compiled code."""
+    K = max(2, 1 << (max(c[0].shape[0] for c in comps) - 1).bit_length())
+
+    def pad(c):
+        n = K - c[0].shape[0]
+        log_w, mu, sd = c
+        return (jnp.concatenate([log_w, jnp.full((n,), -jnp.inf, log_w.dtype)]),
+                jnp.concatenate([mu, jnp.repeat(mu[:1], n)]),
+                jnp.concatenate([sd, jnp.repeat(sd[:1], n)]))
+
+    return [pad(c) for c in comps]
+
+
+def _log_cdf(comp, x):
+    log_w, mu, sd = comp
+    return logsumexp(log_w + log_ndtr((x - mu) / sd))
+
+
+def _log_sf(comp, x):
+    log_w, mu, sd = comp
+    return logsumexp(log_w + log_ndtr((mu - x) / sd))
+
+
+def _log_pdf(comp, x):
+    log_w, mu, sd = comp
+    z = (x - mu) / sd
+    return logsumexp(log_w - 0.5 * z**2 - jnp.log(sd) - 0.5 * math.log(2.0 * math.pi))
+
+
+def _level_bracket(comp, z):
+    """[min_k μ_k + s_k z, max_k μ_k + s_k z] contains the quantile at level Φ(z): at the left
+    end every component CDF is <= Φ(z), at the right end every one is >= Φ(z)."""
+    _, mu, sd = comp
+    return jnp.min(mu + sd * z), jnp.max(mu + sd * z)
+
+
+def _newton_bisect(fun, args, lo, hi, scale):
+    """Root of an increasing scalar function in [lo, hi] (fun(lo) <= 0 <= fun(hi)).
+
+    As in Numerical Recipes' ``rtsafe``, a Newton step is replaced by bisection when it leaves
+    the current bracket or does not halve the step before last, so the bracket shrinks at least
+    geometrically; it stops when a step is below ~16 ulp of |x| + scale.
+    """
+    tol = 16 * jnp.finfo(lo.dtype).eps
+
+    def cond(state):
+        i, _, _, x, dx, _ = state
+        return (i < _MAX_NEWTON) & (jnp.abs(dx) > tol * (jnp.abs(x) + scale))
+
+    def body(state):
+        i, lo, hi, x, dx, dx_old = state
+        h, slope = jax.jvp(lambda v: fun(v, args), (x,), (jnp.ones_like(x),))
+        below = h < 0
+        lo, hi = jnp.where(below, x, lo), jnp.where(below, hi, x)
+        x_new = x - h / slope
+        # (inclusive bounds: a converged step rounds to x itself, which is a bracket end)
+        newton_ok = (x_new >= lo) & (x_new <= hi) & (jnp.abs(x_new - x) < 0.5 * jnp.abs(dx_old))
+        x_new = jnp.where(newton_ok, x_new, 0.5 * (lo + hi))
+        x_new = jnp.where(h == 0, x, x_new)
+        return i + 1, lo, hi, x_new, x_new - x, dx
+
+    x0 = 0.5 * (lo + hi)
+    inf = jnp.full_like(x0, jnp.inf)
+    return jax.lax.while_loop(cond, body, (0, lo, hi, x0, inf, inf))[3]
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _root(fun, args, lo, hi, scale):
+    return _newton_bisect(fun, args, lo, hi, scale)
+
+
+@_root.defjvp
+def _root_jvp(fun, primals, tangents):
+    # Implicit function theorem at the root x*(θ) of fun(x, θ) = 0:
+    # dx*/dθ = -(∂fun/∂θ) / (∂fun/∂x). The solver loop itself is never differentiated.
+    args, lo, hi, scale = primals
+    x = _root(fun, args, lo, hi, scale)
+    _, d_args = jax.jvp(lambda a: fun(x, a), (args,), (tangents[0],))
+    _, slope = jax.jvp(lambda v: fun(v, args), (x,), (jnp.ones_like(x),))
+    return x, -d_args / slope
+
+
+def _quantile_residual(x, args):
+    # log F(x) − log u below the median and log(1 − u) − log S(x) above it: both increase in x,
+    # and the log scale keeps the tails (u ~ 1e-300 or 1 − u ~ 1e-300) accurate.
+    comp, log_u, log_v = args
+    return jnp.where(log_u < log_v, _log_cdf(comp, x) - log_u, log_v - _log_sf(comp, x))
+
+
+def _quantile(comp, log_u, log_v, z):
+    """Quantile at the level u with log u, log(1 − u) and z = Φ⁻¹(u) given (z: bracket only)."""
+    lo, hi = _level_bracket(comp, jax.lax.stop_gradient(z))
+    scale = jax.lax.stop_gradient(jnp.min(comp[2]))
+    return _root(_quantile_residual, (comp, log_u, log_v), lo, hi, scale)
+
+
+def cdf_1d(mix: GaussianMixture, x) -> jax.Array:
+    """F(x) = Σ_k w_k Φ((x − μ_k)/s_k) of a 1-D Gaussian mixture.
+
+    Args:
+      mix: a mixture of dimension 1 (any ``kind``).
+      x: points of any shape (...,); each entry is one point.
+
+    Returns:
+      F(x), shape (...,).
+
+    Raises:
+      TypeError, ValueError: ``mix`` is not a 1-D GaussianMixture.
+
+    Example:
+      >>> cdf_1d(mixtures.gmm([-2.0, 2.0], 0.5), 0.0)  # 0.5
+    """
+    log_w, mu, sd = _components_1d(mix)
+    x = jnp.asarray(x, dtype=mu.dtype)
+    return ndtr((x[..., None] - mu) / sd) @ jnp.exp(log_w)
+
+
+def quantile_1d(mix: GaussianMixture, u) -> jax.Array:
+    """The quantile function F⁻¹(u) of a 1-D Gaussian mixture (used in the 1-D W_p formula).
+
+    Solved by safeguarded Newton–bisection on log F (log survival function above the median)
+    in the exact bracket [min_k μ_k + s_k Φ⁻¹(u), max_k μ_k + s_k Φ⁻¹(u)], to ~16 ulp. Jit-able
+    and vectorised. Differentiable by the implicit function theorem (a ``custom_jvp``):
+    dF⁻¹/du = 1/p(F⁻¹(u)) and dF⁻¹/dθ = −(∂F/∂θ)/p for the mixture's arrays θ.
+
+    Args:
+      mix: a mixture of dimension 1 (any ``kind``).
+      u: levels in (0, 1), any shape (...,). Traced levels outside (0, 1) give NaN.
+
+    Returns:
+      F⁻¹(u), shape (...,).
+
+    Raises:
+      TypeError, ValueError: ``mix`` is not a 1-D GaussianMixture; concrete ``u`` outside (0, 1).
+
+    Example:
+      >>> quantile_1d(mixtures.gaussian(1.0, 2.0), 0.975)  # 1 + 2 * 1.95996...
+    """
+    (comp,) = _padded([_components_1d(mix)])
+    u = jnp.asarray(u, dtype=comp[1].dtype)
+    if is_concrete(u):
+        u_np = np.asarray(u)
+        if u_np.size and not np.all((u_np > 0) & (u_np < 1)):
+            raise ValueError(f"quantile levels `u` must lie in the open interval (0, 1); got "
+                             f"values in [{np.nanmin(u_np):g}, {np.nanmax(u_np):g}]")
+    return _quantile_1d(comp, u)
+
+
+@jax.jit
+def _quantile_1d(comp, u):
+    valid = (u > 0) & (u < 1)
+    u_safe = jnp.where(valid, u, 0.5)
+    z = ndtri(u_safe)
+    solve = lambda *a: _quantile(comp, *a)  # noqa: E731
+    x = jax.vmap(solve)(jnp.log(u_safe).ravel(), jnp.log1p(-u_safe).ravel(), z.ravel())
+    return jnp.where(valid, x.reshape(u.shape), jnp.nan)
+
+
+def _coupled_residual(x, args):
+    # The comonotone coupling at x + y = s: F_P(x) = F_Q(s − x). Increasing in x; in log CDFs
+    # below the median and in log survival functions above it.
+    P, Q, s, upper = args
+    lower_val = _log_cdf(P, x) - _log_cdf(Q, s - x)
+    upper_val = _log_sf(Q, s - x) - _log_sf(P, x)
+    return jnp.where(upper > 0, upper_val, lower_val)
+
+
+def _cdf_gap(P, Q, c):
+    """F_Q(c) − F_P(c), from survival functions in the upper half to keep its digits."""
+    lower = jnp.sum(jnp.exp(Q[0]) * ndtr((c - Q[1]) / Q[2])) - \
+        jnp.sum(jnp.exp(P[0]) * ndtr((c - P[1]) / P[2]))
+    upper = jnp.sum(jnp.exp(P[0]) * ndtr((P[1] - c) / P[2])) - \
+        jnp.sum(jnp.exp(Q[0]) * ndtr((Q[1] - c) / Q[2]))
+    mid = jnp.sum(jnp.exp(P[0]) * ndtr((c - P[1]) / P[2])) < 0.5
+    return jnp.where(mid, lower, upper)
+
+
+def _bisect_sign_change(fun, a, b, n_iter=64):
+    """A root of fun in [a, b] when fun changes sign there, else the midpoint."""
+    fa, fb = fun(a), fun(b)
+    flip = (fa < 0) != (fb < 0)
+
+    def body(_, ab):
+        lo, hi = ab
+        mid = 0.5 * (lo + hi)
+        same = (fun(mid) < 0) == (fa < 0)
+        return jnp.where(same, mid, lo), jnp.where(same, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, n_iter, body, (a, b))
+    return jnp.where(flip, 0.5 * (lo + hi), 0.5 * (a + b))
+
+
+@partial(jax.jit, static_argnames=("n_panels", "n_gauss"))
+def _wpp_1d(P, Q, p, n_panels, n_gauss):
+    sg = jax.lax.stop_gradient
+    Ps, Qs = sg(P), sg(Q)
+    lo_P, hi_P = _level_bracket(Ps, -_TAIL_Z)[0], _level_bracket(Ps, _TAIL_Z)[1]
+    lo_Q, hi_Q = _level_bracket(Qs, -_TAIL_Z)[0], _level_bracket(Qs, _TAIL_Z)[1]
+    scale = jnp.minimum(jnp.min(Ps[2]), jnp.min(Qs[2]))
+
+    # Panel edges: uniform in s, plus the comonotone sums Q_P(u) + Q_Q(u) at levels u = Φ(z)
+    # uniform in z (these follow the mass wherever it is, whatever the component widths).
+    z = jnp.linspace(-_TAIL_Z, _TAIL_Z, n_panels, dtype=scale.dtype)
+    lu, lv = log_ndtr(z), log_ndtr(-z)
+    x_level = jax.vmap(partial(_quantile, Ps))(lu, lv, z)
+    s_level = x_level + jax.vmap(partial(_quantile, Qs))(lu, lv, z)
+    s_median = s_level[n_panels // 2]  # about the level u = 1/2: where the residual switches form
+    edges = jnp.sort(jnp.concatenate([jnp.linspace(lo_P + lo_Q, hi_P + hi_Q, n_panels), s_level]))
+    a, b = edges[:-1], edges[1:]
+
+    # x(s) − y(s) has the sign of F_Q(s/2) − F_P(s/2); for p = 1 the integrand has a kink where
+    # it vanishes, so each panel is split there (at its midpoint when there is no sign change).
+    r = sg(jax.vmap(partial(_bisect_sign_change, lambda s: _cdf_gap(Ps, Qs, 0.5 * s)))(a, b))
+    s1, w1 = gauss_legendre(n_gauss, a[:, None], r[:, None])
+    s2, w2 = gauss_legendre(n_gauss, r[:, None], b[:, None])
+    s = jnp.concatenate([s1.ravel(), s2.ravel()])
+    w = jnp.concatenate([w1.ravel(), w2.ravel()])
+
+    def point(s_i):
+        # Bracket: x(s) increases with s, so between two tabulated levels it lies between their
+        # P-quantiles. Beyond the table: F_P(x) <= Φ(-9) <= Φ(9) <= F_Q(s − x) at the left end,
+        # the reverse at the right end.
+        j = jnp.clip(jnp.searchsorted(s_level, s_i) - 1, 0, n_panels - 2)
+        inside = (s_i >= s_level[0]) & (s_i <= s_level[-1])
+        lo = jnp.where(inside, x_level[j], jnp.minimum(lo_P, s_i - hi_Q))
+        hi = jnp.where(inside, x_level[j + 1], jnp.maximum(hi_P, s_i - lo_Q))
+        upper = (s_i > s_median).astype(s_i.dtype)
+        x = _root(_coupled_residual, (P, Q, s_i, upper), lo, hi, scale)
+        y = s_i - x
+        lp, lq = _log_pdf(P, x), _log_pdf(Q, y)
+        # du/ds = p_P p_Q / (p_P + p_Q), the rate at which the common level u = F_P(x) rises.
+        return jnp.abs(x - y) ** p * jnp.exp(lp + lq - jnp.logaddexp(lp, lq))
+
+    return jnp.sum(w * jax.vmap(point)(s))
+
+
+def _check_p(p):
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not p >= 1:
+        raise ValueError(f"`p` must be a number >= 1; got {p!r}")
+
+
+def w2_squared_1d(P: GaussianMixture, Q: GaussianMixture, *, n_panels: int = 256,
+                  n_gauss: int = 8) -> jax.Array:
+    """W_2(P, Q)² between two 1-D Gaussian mixtures: ∫_0^1 |F_P⁻¹(u) − F_Q⁻¹(u)|² du.
+
+    This is the 1-D formula of PAPER.md section 5 (Eq. 52, 53 for p = 2). It is not integrated
+    in u: the quantile functions diverge at u = 0, 1 and jump across gaps between separated
+    components. Instead the optimal (comonotone) coupling is parametrised by s = x + y, where
+    x(s), y(s) solve F_P(x) = F_Q(y), x + y = s (one monotone root per s), so that
+
+        W_p^p = ∫ |x(s) − y(s)|^p (du/ds) ds,   du/ds = p_P(x) p_Q(y) / (p_P(x) + p_Q(y)).
+
+    Both x(s) and y(s) are 1-Lipschitz and the integrand is smooth on the scale of the component
+    widths, with no jumps. Gauss–Legendre panels (``n_gauss`` nodes, split where x = y) cover
+    the sums of the two supports ±9 standard deviations, with edges both uniform in s and at the
+    sums of quantiles at levels uniform in z = Φ⁻¹(u). Measured against adaptive quadrature in
+    float64: ~1e-14 relative for ordinary mixtures and for kernel data of width 0.05; 1e-9 for
+    components whose widths differ 200-fold (0.05 and 10), 1e-13 there with ``n_panels=512``.
+    Cost: 4 ``n_panels`` ``n_gauss`` Newton solves of ~6 steps; ~30 ms for a few components.
+    Differentiable with respect to both mixtures (implicit differentiation of x(s)).
+
+    Args:
+      P, Q: mixtures of dimension 1 (any ``kind``).
+      n_panels: number of uniform panels (and of quantile-level panels); static.
+      n_gauss: Gauss–Legendre nodes per half-panel; static.
+
+    Returns:
+      W_2², a scalar.
+
+    Raises:
+      TypeError, ValueError: P or Q is not a 1-D GaussianMixture; bad panel counts.
+
+    Example:
+      >>> w2_squared_1d(mixtures.gaussian(0.0, 1.0), mixtures.gaussian(1.0, 2.0))  # 1 + 1
+    """
+    return _wpp(P, Q, 2, n_panels, n_gauss)
+
+
+def _wpp(P, Q, p, n_panels, n_gauss):
+    _check_p(p)
+    for name, n in (("n_panels", n_panels), ("n_gauss", n_gauss)):
+        if not isinstance(n, int) or n < 2:
+            raise ValueError(f"`{name}` must be an int >= 2; got {n!r}")
+    cp, cq = _padded([_components_1d(P), _components_1d(Q)])
+    dtype = jnp.result_type(cp[1], cq[1])
+    cp, cq = jax.tree_util.tree_map(lambda v: v.astype(dtype), (cp, cq))
+    return _wpp_1d(cp, cq, jnp.asarray(p, dtype), n_panels, n_gauss)
+
+
+def wasserstein_1d(P: GaussianMixture, Q: GaussianMixture, p: float = 1, *,
+                   n_panels: int = 256, n_gauss: int = 8) -> jax.Array:
+    """W_p(P, Q) between two 1-D Gaussian mixtures (1-D formula of section 5; Eq. 58 for p = 1).
+
+    W_p^p = ∫_0^1 |F_P⁻¹(u) − F_Q⁻¹(u)|^p du; for p = 1 this equals ∫ |F_P(x) − F_Q(x)| dx.
+    Computed along the comonotone sum s = x + y as described in :func:`w2_squared_1d`.
+
+    Args:
+      P, Q: mixtures of dimension 1 (any ``kind``).
+      p: order >= 1 (1 and 2 are the ones the paper uses).
+      n_panels, n_gauss: quadrature resolution, see :func:`w2_squared_1d`.
+
+    Returns:
+      W_p (not W_p^p), a scalar.
+
+    Raises:
+      TypeError, ValueError: P or Q is not a 1-D GaussianMixture; p < 1.
+
+    Example:
+      >>> wasserstein_1d(mixtures.gaussian(0.0, 1.0), mixtures.gaussian(3.0, 1.0))  # 3
+    """
+    return _wpp(P, Q, p, n_panels, n_gauss) ** (1.0 / p)
+
+
+def wasserstein_1d_samples(x, y, p: float = 1) -> jax.Array:
+    """Exact W_p between the empirical distributions of two 1-D samples (uniform weights).
+
+    The empirical quantile functions are step functions with steps at i/n and j/m; between
+    consecutive steps both are constant, so W_p^p = Σ_intervals Δu |x_(i) − y_(j)|^p exactly.
+    For n = m this is (1/n) Σ_i |x_(i) − y_(i)|^p (sorted samples). Differentiable in x and y.
+
+    Args:
+      x: samples, shape (n,) or (n, 1).
+      y: samples, shape (m,) or (m, 1).
+      p: order >= 1.
+
+    Returns:
+      W_p, a scalar.
+
+    Raises:
+      ValueError: samples that are not 1-D, empty, or p < 1.
+
+    Example:
+      >>> wasserstein_1d_samples(jnp.array([0.0, 1.0]), jnp.array([1.0, 2.0]))  # 1
+    """
+    _check_p(p)
+    xs, ys = (_samples_1d(v, name) for v, name in ((x, "x"), (y, "y")))
+    n, m = xs.shape[0], ys.shape[0]
+    edges = np.unique(np.concatenate([np.arange(n + 1) / n, np.arange(m + 1) / m]))
+    mid = 0.5 * (edges[:-1] + edges[1:])
+    ix = np.minimum((mid * n).astype(int), n - 1)
+    iy = np.minimum((mid * m).astype(int), m - 1)
+    xs, ys = jnp.sort(xs), jnp.sort(ys)
+    du = jnp.asarray(np.diff(edges), dtype=xs.dtype)
+    return (du @ jnp.abs(xs[ix] - ys[iy]) ** p) ** (1.0 / p)
+
+
+def _samples_1d(v, name):
+    v = as_float(v)
+    if v.ndim == 2 and v.shape[1] == 1:
+        v = v[:, 0]
+    if v.ndim != 1 or v.shape[0] < 1:
+        raise ValueError(f"`{name}` must be a non-empty 1-D sample of shape (n,) or (n, 1); "
+                         f"got shape {v.shape}")
+    return v
+
+
+# ====================================================================== Gaussians (Eq. 59)
+
+
+@jax.custom_jvp
+def _sqrtm_psd(a):
+    w, v = jnp.linalg.eigh(a)
+    return (v * jnp.sqrt(jnp.clip(w, 0.0))) @ v.T
+
+
+@_sqrtm_psd.defjvp
+def _sqrtm_psd_jvp(primals, tangents):
+    # R = A^{1/2} solves R dR + dR R = dA; in A's eigenbasis dR_ij = dA_ij / (r_i + r_j). This
+    # stays finite for repeated eigenvalues (e.g. isotropic covariances), where the autodiff rule
+    # of eigh divides by λ_i − λ_j = 0.
+    (a,), (da,) = primals, tangents
+    w, v = jnp.linalg.eigh(a)
+    r = jnp.sqrt(jnp.clip(w, 0.0))
+    denom = r[:, None] + r[None, :]
+    inv = jnp.where(denom > 0, 1.0 / jnp.where(denom > 0, denom, 1.0), 0.0)
+    return (v * r) @ v.T, v @ ((v.T @ da @ v) * inv) @ v.T
+
+
+def _sym_sqrtm(a):
+    return _sqrtm_psd(0.5 * (a + a.T))
+
+
+def w2_squared_gaussian(mean1, cov1, mean2, cov2) -> jax.Array:
+    """W_2² between N(mean1, cov1) and N(mean2, cov2) (Eq. 59).
+
+    W_2² = ‖μ_1 − μ_2‖² + tr(Σ_1 + Σ_2 − 2 (Σ_1^{1/2} Σ_2 Σ_1^{1/2})^{1/2}), with symmetric
+    PSD square roots by ``eigh`` (negative rounding eigenvalues clipped to 0). Differentiable;
+    the square root has a custom JVP that is finite for repeated eigenvalues. Gradients need
+    positive-definite covariances (at a zero eigenvalue the exact derivative is infinite).
+
+    Args:
+      mean1, mean2: means, shape (d,).
+      cov1, cov2: symmetric positive semi-definite covariances, shape (d, d).
+
+    Returns:
+      W_2², a scalar (clipped at 0 against rounding).
+
+    Raises:
+      ValueError: shapes that are not (d,) and (d, d) with one common d.
+
+    Example:
+      >>> w2_squared_gaussian(jnp.zeros(2), jnp.eye(2), jnp.ones(2), 4 * jnp.eye(2))  # 2 + 2
+    """
+    mean1, cov1, mean2, cov2 = (as_float(v) for v in (mean1, cov1, mean2, cov2))
+    for i, (m, c) in enumerate(((mean1, cov1), (mean2, cov2)), start=1):
+        if m.ndim != 1 or c.shape != (m.shape[0], m.shape[0]):
+            raise ValueError(f"`mean{i}` must have shape (d,) and `cov{i}` shape (d, d); got "
+                             f"{m.shape} and {c.shape}")
+    if mean1.shape != mean2.shape:
+        raise ValueError(f"the two Gaussians must have the same dimension; got {mean1.shape[0]} "
+                         f"and {mean2.shape[0]}")
+    return _w2_squared_gaussian(mean1, cov1, mean2, cov2)
+
+
+@jax.jit
+def _w2_squared_gaussian(mean1, cov1, mean2, cov2):
+    root1 = _sym_sqrtm(cov1)
+    cross = _sym_sqrtm(root1 @ cov2 @ root1)
+    val = jnp.sum((mean1 - mean2) ** 2) + jnp.trace(cov1) + jnp.trace(cov2) - 2 * jnp.trace(cross)
+    return jnp.maximum(val, 0.0)
+
+
+# ====================================================================== point clouds in n-D
+
+#: Default entropic regularisation of the ott backend, as a multiple of the mean of the cost
+#: matrix. At 1e-3 the primal cost of the plan was measured within ~1e-3 relative of the exact
+#: cost for a few hundred points in 2-D (the bound proved in the tests is ε log n + 2 δ C_max).
+DEFAULT_RELATIVE_EPSILON = 1e-3
+#: ε-annealing: ε_k = max(init · decay^k, 1) · ε, from 50 ε down to ε in 390 iterations.
+_EPS_INIT, _EPS_DECAY = 50.0, 0.99
+_ANNEAL_ITERATIONS = math.ceil(math.log(_EPS_INIT) / -math.log(_EPS_DECAY))
+# ott runs blocks of 10 iterations, records an error of inf (which it reads as divergence) for a
+# block that ends before `min_iterations`, and first tests convergence at the first block end
+# >= `min_iterations`; a value just above a multiple of 10 makes that test see a real error.
+_MIN_ITERATIONS = 10 * math.ceil(_ANNEAL_ITERATIONS / 10) + 1
+_OTT_MAX_ITERATIONS = 20_000
+
+
+class OTNotConverged(RuntimeError):
+    """An OT solver stopped before reaching its tolerance (or produced non-finite numbers)."""
+
+
+class SinkhornNotConverged(OTNotConverged):
+    """ott-jax Sinkhorn did not reach its marginal-error threshold, or diverged."""
+
+
+class OTResult(struct.PyTreeNode):
+    """Outcome of a discrete OT solve between two point clouds.
+
+    Attributes:
+      cost: primal transport cost Σ_ij π_ij ‖x_i − y_j‖^p of the returned plan (W_p^p; for
+        the ott backend the plan is entropic, so this is biased upward by up to ε log n).
+      converged: the solver reached its tolerance and cost, error and potentials are finite.
+      error: final marginal error (L1) of the plan.
+      epsilon: entropic regularisation used (0 for POT).
+      n_iterations: Sinkhorn iterations (ott) or -1 (POT does not report them).
+      p: order of the cost (1 or 2).
+      backend: "ott" or "pot".
+    """
+
+    cost: jax.Array
+    converged: jax.Array
+    error: jax.Array
+    epsilon: jax.Array
+    n_iterations: jax.Array
+    p: int = struct.field(pytree_node=False, default=2)
+    backend: str = struct.field(pytree_node=False, default="ott")
+
+    @property
+    def distance(self) -> jax.Array:
+        """W_p = cost^{1/p}."""
+        return self.cost ** (1.0 / self.p)
+
+
+def _check_clouds(x, y, a, b, p, backend):
+    if p not in (1, 2) or isinstance(p, bool):
+        raise ValueError(f"`p` must be 1 (cost ‖x − y‖) or 2 (cost ‖x − y‖²); got {p!r}")
+    if backend not in ("ott", "pot"):
+        raise ValueError(f"`backend` must be 'ott' or 'pot'; got {backend!r}")
+    x, y = as_float(x), as_float(y)
+    x = x[:, None] if x.ndim == 1 else x
+    y = y[:, None] if y.ndim == 1 else y
+    for name, v in (("x", x), ("y", y)):
+        if v.ndim != 2 or v.shape[0] < 1:
+            raise ValueError(f"`{name}` must be a non-empty point cloud of shape (n, d); "
+                             f"got shape {v.shape}")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"`x` and `y` must have the same dimension; got x of shape {x.shape} "
+                         f"(dimension {x.shape[1]}) and y of shape {y.shape} "
+                         f"(dimension {y.shape[1]})")
+    dtype = jnp.result_type(x, y)
+    x, y = x.astype(dtype), y.astype(dtype)
+    weights = []
+    for name, w, n in (("a", a, x.shape[0]), ("b", b, y.shape[0])):
+        if w is None:
+            weights.append(jnp.full((n,), 1.0 / n, dtype))
+            continue
+        w = jnp.asarray(w, dtype)
+        if w.shape != (n,):
+            raise ValueError(f"weights `{name}` must have shape ({n},) to match the points; "
+                             f"got {w.shape}")
+        if is_concrete(w):
+            w_np = np.asarray(w)
+            if not np.all(np.isfinite(w_np)) or np.any(w_np < 0):
+                raise ValueError(f"weights `{name}` must be finite and >= 0")
+            if abs(w_np.sum() - 1.0) > 1e-6:
+                raise ValueError(f"weights `{name}` must sum to 1; got {w_np.sum():.6g}")
+        weights.append(w)
+    return x, y, weights[0], weights[1]
+
+
+@partial(jax.jit, static_argnames=("p", "threshold", "max_iterations", "return_plan"))
+def _ott_solve(x, y, a, b, epsilon, p, threshold, max_iterations, return_plan):
+    cost_fn = costs.SqEuclidean() if p == 2 else costs.Euclidean()
+    if epsilon is None:
+        # ε is a numerical knob, not part of the objective: no gradient flows through it.
+        base = pointcloud.PointCloud(x, y, cost_fn=cost_fn)
+        epsilon = DEFAULT_RELATIVE_EPSILON * jax.lax.stop_gradient(base.mean_cost_matrix)
+    epsilon = jnp.asarray(epsilon, x.dtype)
+    schedule = epsilon_scheduler.Epsilon(epsilon, init=_EPS_INIT, decay=_EPS_DECAY)
+    geom = pointcloud.PointCloud(x, y, cost_fn=cost_fn, epsilon=schedule)
+    solver = sinkhorn.Sinkhorn(
+        lse_mode=True, threshold=threshold, max_iterations=max_iterations,
+        min_iterations=min(_MIN_ITERATIONS, max_iterations))  # never stop while annealing
+    out = solver(linear_problem.LinearProblem(geom, a=a, b=b))
+    n_recorded = jnp.sum(out.errors != -1)
+    error = out.errors[jnp.maximum(n_recorded - 1, 0)]
+    cost = out.primal_cost
+    # With acceleration a diverged solve has been seen to report converged = True with NaN/inf
+    # numbers, so finiteness is part of convergence.
+    finite = (jnp.isfinite(cost) & jnp.isfinite(error) & jnp.all(jnp.isfinite(out.f))
+              & jnp.all(jnp.isfinite(out.g)))
+    res = OTResult(cost=cost, converged=out.converged & finite, error=error, epsilon=epsilon,
+                   n_iterations=out.n_iters, p=p, backend="ott")
+    return res, (out.matrix if return_plan else None)
+
+
+def _pot_solve(x, y, a, b, p, max_iterations, return_plan):
+    try:
+        import ot
+    except ImportError as e:  # pragma: no cover - POT is a test dependency
+        raise ImportError("backend='pot' needs the POT package (pip install pot)") from e
+    if not is_concrete(x, y, a, b):
+        raise TypeError("backend='pot' runs NumPy on the CPU and cannot be traced (jit, grad, "
+                        "vmap); use backend='ott'")
+    dtype = x.dtype
+    xn, yn, an, bn = (np.asarray(v, dtype=np.float64) for v in (x, y, a, b))
+    M = ot.dist(xn, yn, metric="sqeuclidean" if p == 2 else "euclidean")
+    if max_iterations is None:
+        max_iterations = max(100_000, 10 * M.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # POT warns on failure; we raise or warn ourselves below
+        plan, log = ot.emd(an / an.sum(), bn / bn.sum(), M, numItermax=int(max_iterations),
+                           log=True)
+    cost = float(np.sum(plan * M))
+    error = float(np.abs(plan.sum(1) - an).sum() + np.abs(plan.sum(0) - bn).sum())
+    ok = log["result_code"] == 1 and np.isfinite(cost) and np.isfinite(error)
+    res = OTResult(cost=jnp.asarray(cost, dtype), converged=jnp.asarray(ok),
+                   error=jnp.asarray(error, dtype), epsilon=jnp.zeros((), dtype),
+                   n_iterations=jnp.array(-1, dtype=int), p=p, backend="pot")
+    return res, (jnp.asarray(plan, dtype) if return_plan else None), log["warning"]
+
+
+def _report(res: OTResult, throw: bool, threshold, detail=None) -> OTResult:
+    """Turn a failed solve into an exception (throw=True) or a warning (throw=False)."""
+    ok = res.converged
+    if is_concrete(ok):
+        if not bool(ok):
+            if res.backend == "ott":
+                msg = (f"Sinkhorn (ott-jax) did not converge (or produced NaN/inf): marginal "
+                       f"error {_num(res.error)} "
+                       f"(threshold {threshold:g}) after {_num(res.n_iterations)} iterations at "
+                       f"epsilon {_num(res.epsilon)}, cost {_num(res.cost)}. Raise "
+                       f"`max_iterations` or `epsilon`.")
+                exc = SinkhornNotConverged
+            else:
+                msg = (f"network simplex (POT) did not converge: {str(detail).rstrip('.')}; "
+                       f"marginal error {_num(res.error)}, cost {_num(res.cost)}. Raise "
+                       f"`max_iterations`.")
+                exc = OTNotConverged
+            if throw:
+                raise exc(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        return res
+    # Traced (jit/vmap): the flag is only known at run time.
+    if throw:
+        cost = eqx.error_if(res.cost, ~ok, "Sinkhorn (ott-jax) did not converge or produced "
+                            "non-finite numbers; raise `max_iterations` or `epsilon`")
+        return res.replace(cost=cost)
+    jax.debug.callback(_warn_traced, ok, res.error, res.epsilon)
+    return res
+
+
+def _num(v) -> str:
+    """A value for an error message (under grad the flag can be concrete while floats are not)."""
+    if not is_concrete(v):
+        return "(traced)"
+    return str(int(v)) if jnp.issubdtype(jnp.asarray(v).dtype, jnp.integer) else f"{float(v):.4g}"
+
+
+def _warn_traced(ok, error, epsilon):
+    if not bool(np.all(ok)):
+        warnings.warn(f"Sinkhorn (ott-jax) did not converge: marginal error {np.max(error):.3g} "
+                      f"at epsilon {np.max(epsilon):.3g}", RuntimeWarning)
+
+
+def _solve(x, y, p, a, b, backend, epsilon, threshold, max_iterations, throw, return_plan):
+    x, y, a, b = _check_clouds(x, y, a, b, p, backend)
+    if not (isinstance(threshold, (int, float)) and threshold > 0):
+        raise ValueError(f"`threshold` must be a number > 0; got {threshold!r}")
+    if max_iterations is not None and (not isinstance(max_iterations, int) or max_iterations < 1):
+        raise ValueError(f"`max_iterations` must be a positive int or None; got {max_iterations!r}")
+    if backend == "ott":
+        if epsilon is not None and is_concrete(epsilon) and not float(epsilon) > 0:
+            raise ValueError(f"`epsilon` must be > 0; got {float(epsilon)}")
+        res, plan = _ott_solve(x, y, a, b, epsilon, p, float(threshold),
+                               max_iterations or _OTT_MAX_ITERATIONS, return_plan)
+        detail = None
+    else:
+        res, plan, detail = _pot_solve(x, y, a, b, p, max_iterations, return_plan)
+    return _report(res, throw, threshold, detail), plan
+
+
+def ot_cost(x, y, *, p: int = 2, a=None, b=None, backend: str = "ott", epsilon=None,
+            threshold: float = 1e-4, max_iterations: Optional[int] = None,
+            throw: bool = True) -> OTResult:
+    """Discrete optimal transport cost W_p^p between two weighted point clouds (Eq. 52, 53).
+
+    W_p^p = min_π Σ_ij π_ij ‖x_i − y_j‖^p over couplings π of the weights a and b.
+
+    ``backend="ott"``: ott-jax Sinkhorn in log-domain, differentiable (implicit
+    differentiation), jit-able. The entropic regularisation ε defaults to
+    ``DEFAULT_RELATIVE_EPSILON`` (1e-3) × the mean of the cost matrix and is annealed from 50 ε
+    (×0.99 per iteration; no stopping before the target is reached), so that the small ε that
+    a sharp plan needs still converges; the result is the primal cost of the entropic plan, which
+    exceeds the exact W_p^p by at most ε log n (plus 2 δ max C for a marginal error δ). Gradients
+    are exact derivatives of that cost at fixed ε; they are tested in float64 with a moderate
+    ε — at small ε in float32, implicit differentiation of the primal cost has failed (STYLE.md).
+
+    ``backend="pot"``: POT's network simplex on the CPU in float64 — exact, not differentiable,
+    not traceable.
+
+    Args:
+      x: points, shape (n, d) (or (n,) for 1-D).
+      y: points, shape (m, d).
+      p: 1 (cost ‖x − y‖, ott ``costs.Euclidean``) or 2 (cost ‖x − y‖², ``SqEuclidean``).
+      a, b: weights, shapes (n,) and (m,), non-negative, summing to 1; None for uniform.
+      backend: "ott" or "pot".
+      epsilon: absolute entropic regularisation (cost units) for ott; None for the default.
+      threshold: ott's tolerance on the L1 marginal error.
+      max_iterations: solver budget; None: 20 000 Sinkhorn iterations, or
+        max(1e5, 10 n m) simplex pivots.
+      throw: on non-convergence raise (True) or return ``converged=False`` with a warning.
+
+    Returns:
+      :class:`OTResult` with ``cost`` = W_p^p, ``converged``, ``error``, ``epsilon``,
+      ``n_iterations``; ``result.distance`` is W_p.
+
+    Raises:
+      ValueError: bad shapes, dimensions that differ, bad weights, p or backend.
+      SinkhornNotConverged: ott did not converge (or produced NaN/inf) and ``throw=True``.
+        Under jit/grad the check runs at run time through ``equinox.error_if``.
+      OTNotConverged: POT reached its iteration budget (or failed) and ``throw=True``.
+
+    Example:
+      >>> res = ot_cost(x, y, p=2)          # x (n, d), y (m, d)
+      >>> res.cost, res.distance, res.converged
+    """
+    return _solve(x, y, p, a, b, backend, epsilon, threshold, max_iterations, throw, False)[0]
+
+
+def ot_plan(x, y, *, p: int = 2, a=None, b=None, backend: str = "ott", epsilon=None,
+            threshold: float = 1e-4, max_iterations: Optional[int] = None,
+            throw: bool = True) -> jax.Array:
+    """The optimal coupling π (n, m) between two point clouds (Eq. 52, 53).
+
+    Same solvers, arguments and errors as :func:`ot_cost`. With ``backend="pot"`` and equal
+    sizes with uniform weights the plan is a permutation matrix divided by n; the ott plan is its
+    entropic blur.
+
+    Returns:
+      π, shape (n, m), with row sums a and column sums b (up to ``threshold`` for ott).
+
+    Example:
+      >>> pi = ot_plan(x, y, backend="pot")
+    """
+    return _solve(x, y, p, a, b, backend, epsilon, threshold, max_iterations, throw, True)[1]
+
+
+def ot_assignment(x, y, *, p: int = 2) -> jax.Array:
+    """Exact optimal assignment between equal-size uniform samples: x_i ↔ y_{perm[i]}.
+
+    For n = m and uniform weights an optimal plan of Eq. 52 is a permutation (Birkhoff); this is
+    it, by ``scipy.optimize.linear_sum_assignment`` on the cost ‖x − y‖^p. It pairs data and
+    noise samples for displacement interpolation (PAPER.md section 7). CPU, not traceable,
+    not differentiable.
+
+    Args:
+      x: points, shape (n, d) (or (n,)).
+      y: points, shape (n, d).
+      p: 1 or 2.
+
+    Returns:
+      perm, int array of shape (n,), so that y[perm] is the partner of x.
+
+    Raises:
+      ValueError: bad shapes, differing dimensions or sizes, p not 1 or 2.
+      TypeError: traced inputs.
+
+    Example:
+      >>> perm = ot_assignment(data, noise); pairs = (data, noise[perm])
+    """
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    x, y, _, _ = _check_clouds(x, y, None, None, p, "pot")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"an assignment needs equal sizes; got {x.shape[0]} and {y.shape[0]} "
+                         "points (use ot_plan for unequal sizes)")
+    if not is_concrete(x, y):
+        raise TypeError("ot_assignment runs on the CPU and cannot be traced (jit, grad, vmap)")
+    cost = cdist(np.asarray(x, np.float64), np.asarray(y, np.float64),
+                 metric="sqeuclidean" if p == 2 else "euclidean")
+    _, perm = linear_sum_assignment(cost)
+    return jnp.asarray(perm)
+
+
+def w1_samples(x, y, **kwargs) -> jax.Array:
+    """W_1 between two point clouds: :func:`ot_cost` with p = 1 (Eq. 52, 58); same keywords."""
+    return ot_cost(x, y, p=1, **kwargs).cost
+
+
+def w2_samples(x, y, **kwargs) -> jax.Array:
+    """W_2 between two point clouds: sqrt of :func:`ot_cost` with p = 2 (Eq. 52); same keywords."""
+    return jnp.sqrt(ot_cost(x, y, p=2, **kwargs).cost)

@@ -1,0 +1,94 @@
+"""Figures (matplotlib, Agg backend): kept apart from the numerical core."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_path(report: dict, filename: str) -> None:
+    """E‖ν_t‖² = T_t Ṡ_tot and v_2(t)² over t, with the W_2²/τ² level of the geodesic."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(report["t"], report["kinetic"], "o-", ms=3, label=r"$E\|\nu_t\|^2 = T_t\dot S_{tot}$")
+    ax.plot(report["t"], report["speed_sq"], "s--", ms=3, label=r"$v_2(t)^2$")
+    tau = report["tau"]
+    ax.axhline(report["W2sq"] / tau**2, color="k", lw=0.8, ls=":",
+               label=r"geodesic $W_2^2/\tau^2$")
+    ax.set_xlabel("t  (0 = data, τ = noise)")
+    ax.set_ylabel("rate")
+    ax.set_yscale("log")
+    ax.set_title(f"{report['protocol']} on {report['data']}\n"
+                 f"$w_D$={report['wD']:.4g}, $c_2$={report['c2']:.4g}, $W_2^2/τ$={report['W2sq_over_tau']:.4g}",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, filename)
+
+
+def plot_fig6(res: dict, filename: str) -> None:
+    """Four panels: forward densities, reverse densities from the perturbed start, η/c_1/c_2 per
+    case, and the instantaneous relation v_loss² ≤ T Ṡ_tot over t (Eq. 80)."""
+    import numpy as np
+
+    d = res["densities"]
+    x, ts = np.asarray(d["x"]), d["t"]
+    fig, axs = plt.subplots(2, 2, figsize=(12, 8.5))
+    cmap = plt.get_cmap("viridis")
+    ax = axs[0, 0]
+    for i, t in enumerate(ts):
+        for pname, ls in (("cosine", "-"), ("ot", "--")):
+            ax.plot(x, d[pname]["forward"][i], ls, color=cmap(i / max(len(ts) - 1, 1)),
+                    label=f"{pname}, t={t:.2f}" if pname == "cosine" or i in (0, len(ts) - 1) else None)
+    ax.set_title("(a) forward marginals $P_t$ (solid cosine, dashed ot)")
+    ax.set_xlabel("x")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7, ncol=2)
+    ax = axs[0, 1]
+    for i, t in enumerate(ts):
+        ax.plot(x, d["cosine"]["reverse"][i], color=cmap(i / max(len(ts) - 1, 1)), label=f"t={t:.2f}")
+    ax.plot(x, d["cosine"]["forward"][0], "k:", lw=1.2, label="q = P_0 (data)")
+    ax.set_title(f"(b) reverse from perturbed start {d['perturb']} (cosine): $\\tilde P_t$")
+    ax.set_xlabel("x")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    ax = axs[1, 0]
+    cases = res["cases"]
+    labels = [f"{c['protocol']}\n{c['perturb']}" for c in cases]
+    pos = np.arange(len(cases))
+    for k, (key, name) in enumerate((("eta", r"$\eta$"), ("c1", "$c_1$"), ("c2", "$c_2$"))):
+        ax.bar(pos + (k - 1) * 0.27, [c[key] for c in cases], width=0.27, label=name)
+    ax.set_yscale("log")
+    ax.set_xticks(pos)
+    ax.set_xticklabels(labels, fontsize=7, rotation=45, ha="right")
+    ax.set_ylabel("value")
+    ax.set_title(r"(c) $\eta \leq c_1 \leq c_2$ per protocol and perturbation")
+    ax.legend(fontsize=8)
+    ax = axs[1, 1]
+    pert = res["settings"]["perturbations"][0]
+    for pname, col in zip(res["settings"]["protocols"], ("C0", "C1", "C2")):
+        cv = res["curves"][f"{pname}|{pert}"]
+        ax.plot(cv["t"], cv["kinetic"], "-", color=col, label=rf"{pname}: $T\dot S_{{tot}}=E\|\nu\|^2$")
+        ax.plot(cv["t"], cv["v_loss_sq"], "--", color=col, label=rf"{pname}: $v_{{loss}}^2$")
+    ax.set_yscale("log")
+    ax.set_xlabel("t  (0 = data, τ = noise)")
+    ax.set_ylabel("rate")
+    ax.set_title(f"(d) Eq. 80: $v_{{loss}}(t)^2 \\leq T_t\\dot S_{{tot}}(t)$, perturbation {pert}")
+    ax.legend(fontsize=7)
+    dd = res["settings"]["data"]
+    fig.suptitle(f"Fig. 6 — 1-D mixture ½N({dd['means'][0]:g}, {dd['std']:g}²) + "
+                 f"½N({dd['means'][1]:g}, {dd['std']:g}²): speed–accuracy relation (exact)",
+                 fontsize=11)
+    fig.tight_layout()
+    _save(fig, filename)
+
+
+def _save(fig, filename: str) -> None:
+    """Write atomically (temporary file, then rename) so an interrupted run leaves no half file."""
+    import os
+
+    tmp = f"{filename}.partial.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, filename)

@@ -1,0 +1,122 @@
+"""The speed-accuracy relation in 1-D (Eq. 77–91): exact values, properties, two routes, gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from satjax import bound as B
+from satjax import mixtures as M
+from satjax import perturb as PT
+from satjax import reverse as R
+from satjax import schedules as S
+from satjax.geometry.distances import quantile_1d, w2_squared_1d
+from satjax.geometry.ot_protocol import ot_protocol
+
+Q = M.gmm([-2.0, 2.0], 0.5)  # PAPER.md Eq. 96 defaults
+
+
+@pytest.fixture(scope="module")
+def paper_results():
+    out = {}
+    for name, proto in [("cosine", S.cosine()), ("cond-ot", S.cond_ot()), ("ot", ot_protocol(Q))]:
+        for pert in [PT.shift(0.2), PT.scale(1.2)]:
+            out[name, pert.label()] = B.bound_1d(proto, Q, pert)
+    return out
+
+
+@pytest.mark.parametrize("pert", ["shift:0.2", "scale:1.2"])
+def test_paper_gmm_eta_same_for_every_protocol(paper_results, pert):
+    etas = [float(paper_results[p, pert].eta) for p in ("cosine", "cond-ot", "ot")]
+    np.testing.assert_allclose(etas, etas[0], rtol=1e-10)
+    dw = [float(paper_results[p, pert].dW1) for p in ("cosine", "cond-ot", "ot")]
+    np.testing.assert_allclose(dw, dw[0], rtol=1e-10)
+
+
+@pytest.mark.parametrize("pert", ["shift:0.2", "scale:1.2"])
+def test_paper_gmm_ot_is_tight(paper_results, pert):
+    r = paper_results["ot", pert]
+    assert float(r.c1) == pytest.approx(float(r.eta), rel=1e-6)  # W1 linear in t on the geodesic
+    assert float(r.c2) == pytest.approx(float(w2_squared_1d(Q, M.gaussian(0.0, 1.0))), rel=1e-10)
+    for p in ("cosine", "cond-ot"):
+        assert float(paper_results[p, pert].c2) > float(r.c2)
+
+
+@pytest.mark.parametrize("key", [("cosine", "shift:0.2"), ("cond-ot", "scale:1.2"), ("ot", "shift:0.2")])
+def test_paper_gmm_inequalities(paper_results, key):
+    r = paper_results[key]
+    assert all(r.holds().values()), r.holds()
+    if key[0] != "ot":  # strict away from the equality case of the geodesic
+        assert float(r.eta) < float(r.c1) < float(r.c2)
+
+
+def test_closed_form_start_values(paper_results):
+    """W_1(P_τ, P̃_τ) for P_τ = N(0, 1): a shift δ gives δ, a scale s gives |s − 1| E|Z|."""
+    assert float(paper_results["cosine", "shift:0.2"].W1_start) == pytest.approx(0.2, rel=1e-7)
+    assert float(paper_results["cosine", "scale:1.2"].W1_start) == pytest.approx(0.2 * np.sqrt(2 / np.pi), rel=1e-6)
+    # D_0 of a unit-Gaussian shift: exp(δ²) − 1
+    assert float(paper_results["cosine", "shift:0.2"].D0) == pytest.approx(np.expm1(0.04), rel=1e-10)
+
+
+def test_stable_under_refinement():
+    coarse = B.bound_1d(S.cosine(), Q, PT.scale(1.2), n_time=32, n_points=2048)
+    fine = B.bound_1d(S.cosine(), Q, PT.scale(1.2), n_time=96, n_points=16384)
+    for k in ("eta", "c1", "c2", "dW1"):
+        assert float(coarse.summary()[k]) == pytest.approx(fine.summary()[k], rel=1e-3), k
+
+
+def test_ode_route_agrees_with_quantile_route():
+    """Transport both reverse starts' quantile grids with the exact velocity (RK4) and compare
+    W_1(q, p) with the monotone-rearrangement value."""
+    sch = S.cosine()
+    pert = PT.shift(0.2)
+    r = B.bound_1d(sch, Q, pert)
+    u = (jnp.arange(4000) + 0.5) / 4000
+    p_end = M.gaussian(0.0, 1.0)
+    x_tau = quantile_1d(p_end, u)[:, None]
+    xt_tau = quantile_1d(pert.apply(p_end), u)[:, None]
+    vel = R.exact_velocity(sch, Q)
+    a = R.reverse_ode(vel, x_tau, n_steps=200).xs[-1, :, 0]
+    b = R.reverse_ode(vel, xt_tau, n_steps=200).xs[-1, :, 0]
+    w1 = float(jnp.mean(jnp.abs(jnp.sort(a) - jnp.sort(b))))  # midpoint rule in u
+    assert w1 == pytest.approx(float(r.W1_end), rel=1e-5)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m1=st.floats(-3, 0), m2=st.floats(0.5, 3), s1=st.floats(0.2, 1.0), s2=st.floats(0.2, 1.0),
+       w=st.floats(0.2, 0.8), which=st.sampled_from(["cosine", "cond-ot", "vp", "polar"]),
+       kind=st.sampled_from(["shift", "scale"]), amount=st.floats(0.05, 0.3), sign=st.sampled_from([-1, 1]))
+def test_property_bound_holds(m1, m2, s1, s2, w, which, kind, amount, sign):
+    q = M.gmm([m1, m2], [s1, s2], [w, 1 - w])
+    proto = {"cosine": S.cosine(), "cond-ot": S.cond_ot(), "vp": S.vp_linear(0.1, 12.0),
+             "polar": S.polar(3, 2, angle=[1.0, 0.3, -0.1], log_radius=[0.2, 0.1])}[which]
+    pert = PT.shift(sign * amount) if kind == "shift" else PT.scale(1.0 + sign * amount)
+    r = B.bound_1d(proto, q, pert, n_time=24, n_points=2048)
+    h = r.holds(rtol=1e-6)
+    assert all(h.values()), (h, r.summary())
+    # D is conserved along the common flow (App. E)
+    for t in (0.3, 0.7):
+        assert float(B.pearson_along_flow(proto, q, pert, t)) == pytest.approx(float(r.D0), rel=1e-7)
+
+
+def test_gradient_of_eta_matches_finite_differences():
+    def eta(b):
+        sch = S.VPLinear(tau=jnp.asarray(1.0), beta_min=jnp.asarray(0.1), beta_max=b)
+        return B.bound_1d(sch, Q, PT.shift(0.2), n_time=8, n_points=1024).eta
+
+    g = jax.grad(eta)(jnp.asarray(5.0))
+    fd = (eta(5.0 + 1e-4) - eta(5.0 - 1e-4)) / 2e-4
+    assert float(g) == pytest.approx(float(fd), rel=1e-6)
+
+
+def test_infinite_D0_is_reported():
+    r = B.bound_1d(S.cosine(), Q, PT.scale(1.5))
+    assert np.isinf(float(r.D0))
+    assert float(r.eta) == 0.0 and float(r.c1) == 0.0
+
+
+def test_bound_needs_1d():
+    with pytest.raises(ValueError, match="1-D"):
+        B.bound_1d(S.cosine(), M.gmm([[0.0, 1.0]], 1.0), PT.shift(0.1))
