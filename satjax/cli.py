@@ -134,29 +134,215 @@ def path(data: DataSpec, protocol: ProtocolSpec, tau: Tau = 1.0, x64: X64 = True
 
 @app.command()
 def bound(data: DataSpec, protocol: ProtocolSpec,
-          perturb: Annotated[str, typer.Option("--perturb", help="Reverse-start perturbation, e.g. 'shift:0.1'.")],
-          tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None):
+          perturb: Annotated[str, typer.Option("--perturb", help="Reverse-start perturbation: shift:D, scale:S, gaussian, npy:path=F,width=W.")],
+          tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
+          plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of v_loss^2, T S_tot and W1 over t.")] = None,
+          model: Annotated[Optional[str], typer.Option("--model", help="Learned velocity (model folder).")] = None,
+          n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 48):
     """The speed-accuracy relation eta <= c1 <= c2 (<= wD) for a reverse-start perturbation."""
     setup(x64, tau)
-    _parse(data, protocol, tau)
-    _not_yet("bound", 5)
+    check_writable(json_out)
+    check_writable(plot, "--plot")
+    from satjax import perturb as PT
+
+    try:
+        pert = PT.parse(perturb)
+    except ValueError as err:
+        fail(str(err))
+    d, p = _parse(data, protocol, tau)
+    if model is not None:
+        _not_yet("bound --model (learned velocity)", 5)
+    if d.dim != 1:
+        _not_yet(f"bound for {d.dim}-D data (the sample-based route)", 5)
+    from satjax import bound as B
+
+    try:
+        r = B.bound_1d(p, d, pert, n_time=n_time)
+    except (ValueError, TypeError) as err:
+        fail(str(err))
+    payload = {"data": data, "protocol": protocol, "perturb": perturb, "tau": tau,
+               **r.summary(), "holds": r.holds(), "method": "exact-1d",
+               "t": [float(v) for v in r.ts], "v_loss_sq": [float(v) for v in r.v_loss_sq],
+               "kinetic": [float(v) for v in r.kinetic], "W1": [float(v) for v in r.W1]}
+    print_table([(k, payload[k]) for k in ("eta", "c1", "c2", "wD", "D0", "dW1", "W1_start", "W1_end")],
+                ["quantity", "value"])
+    for name, ok in payload["holds"].items():
+        typer.echo(f"{name}: {'holds' if ok else 'VIOLATED'}")
+    emit_json(payload, json_out)
+    if plot:
+        from satjax.plotting import plot_bound
+
+        plot_bound(payload, plot)
+        typer.echo(f"wrote {plot}")
+
+
+def _generate(fn, kind, p, d, key, n, n_steps=200):
+    """Samples of the learned model: exact P_tau samples carried back by the probability-flow ODE."""
+    import jax
+
+    from satjax import reverse as R
+    from satjax.forward import sample_marginal
+
+    x_tau = sample_marginal(key, p, d, p.tau, n)
+    fld = R.as_field(fn)
+    t_start = p.tau
+    if kind == "score":
+        fld = R.velocity_from_score(p, fld)
+        t_start = p.tau * (1 - 1e-3)  # f and T may be singular at tau (m_tau = 0)
+    out = R.reverse_ode(fld, x_tau, t_start=t_start, n_steps=n_steps)
+    if not bool(out.finite):
+        fail("generation produced non-finite samples")
+    return out.xs[-1]
+
+
+def _w1_to_data(x, d, key):
+    from satjax.geometry import distances
+
+    ref = d.sample(key, max(4 * x.shape[0], 4000) if d.dim == 1 else x.shape[0])
+    if d.dim == 1:
+        return float(distances.wasserstein_1d_samples(x[:, 0], ref[:, 0], p=1))
+    return float(distances.ot_cost(x, ref, p=1, backend="pot").cost)
 
 
 @app.command()
-def train(data: DataSpec, protocol: ProtocolSpec, tau: Tau = 1.0, x64: X64 = False, seed: Seed = 0,
-          json_out: JsonOut = None):
-    """Train a score or flow-matching model (DSM, CFM, OT-CFM)."""
+def train(data: DataSpec, protocol: ProtocolSpec,
+          loss: Annotated[str, typer.Option("--loss", help="dsm | cfm | ot-cfm")] = "cfm",
+          steps: Annotated[int, typer.Option("--steps")] = 2000,
+          out: Annotated[str, typer.Option("--out", help="Model folder (checkpoints).")] = "model",
+          batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+          lr: Annotated[float, typer.Option("--lr")] = 3e-3,
+          width: Annotated[int, typer.Option("--width")] = 64,
+          depth: Annotated[int, typer.Option("--depth")] = 3,
+          tau: Tau = 1.0, x64: X64 = False, seed: Seed = 0, json_out: JsonOut = None):
+    """Train a score (DSM) or flow-matching (CFM, OT-CFM) model; writes the model to --out."""
     setup(x64, tau)
-    _parse(data, protocol, tau)
-    _not_yet("train", 4)
+    check_writable(json_out)
+    if loss not in ("dsm", "cfm", "ot-cfm"):
+        fail(f"--loss must be dsm, cfm or ot-cfm; got {loss!r}")
+    if steps < 1:
+        fail("--steps must be >= 1")
+    d, p = _parse(data, protocol, tau)
+    outdir = _prepare_out(out)
+    import jax
+
+    from satjax import learn
+
+    key = jax.random.PRNGKey(seed)
+    k_train, k_res, k_gen, k_ref = jax.random.split(key, 4)
+    try:
+        res = learn.train(k_train, p, d, loss=loss, steps=steps, batch_size=batch_size, lr=lr,
+                          width=width, depth=depth, lr_schedule="cosine", checkpoint_dir=str(outdir),
+                          checkpoint_every=max(steps // 4, 1), protocol_spec=protocol, tau=tau)
+    except (ValueError, TypeError) as err:
+        fail(str(err))
+    except FloatingPointError as err:
+        fail(f"training stopped: {err}", 4)
+    (outdir / "satjax_cli.json").write_text(json.dumps({"data": data, "protocol": protocol,
+                                                         "tau": tau, "loss": loss}) + "\n")
+    fn = res.field()
+    kind = res.spec.kind
+    r = learn.residual(k_res, fn, p, d, kind=kind, n_samples=1024, n_time=16)
+    x = _generate(fn, kind, p, d, k_gen, 2000)
+    payload = {"data": data, "protocol": protocol, "loss": loss, "steps": steps,
+               "final_loss": float(res.losses[-1]), "residual": float(r.value),
+               "residual_stderr": float(r.stderr), "residual_relative": float(r.relative),
+               "W1_to_data": _w1_to_data(x, d, k_ref), "train_seconds": float(res.train_seconds),
+               "model": str(outdir)}
+    print_table([(k, payload[k]) for k in ("final_loss", "residual", "residual_relative",
+                                           "W1_to_data", "train_seconds")], ["quantity", "value"])
+    emit_json(payload, json_out)
 
 
 @app.command()
-def optimize(data: DataSpec, tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None):
-    """Optimise a learnable schedule for c2, wD or the conditional energy."""
+def sample(model: Annotated[str, typer.Option("--model", help="Model folder written by `satjax train`.")],
+           n: Annotated[int, typer.Option("--n", help="Number of samples.")] = 1000,
+           out: Annotated[str, typer.Option("--out", help="Output .npy file.")] = "samples.npy",
+           tau: Tau = 1.0, x64: X64 = False, seed: Seed = 0, json_out: JsonOut = None):
+    """Generate samples from a trained model (probability-flow ODE from exact P_tau samples)."""
     setup(x64, tau)
-    _parse(data, None, tau)
-    _not_yet("optimize", 5)
+    check_writable(out, "--out")
+    if n < 1:
+        fail("--n must be >= 1")
+    meta_path = Path(model) / "satjax_cli.json"
+    if not meta_path.is_file():
+        fail(f"{model} is not a model folder written by `satjax train` (no satjax_cli.json)")
+    import jax
+    import numpy as np
+
+    from satjax import learn
+
+    meta = json.loads(meta_path.read_text())
+    try:
+        fn, spec = learn.load_model(model)
+    except ValueError as err:
+        fail(str(err))
+    d, p = _parse(meta["data"], meta["protocol"], meta["tau"])
+    x = _generate(fn, spec.kind, p, d, jax.random.PRNGKey(seed), n)
+    np.save(out, np.asarray(x))
+    typer.echo(f"wrote {n} samples of dimension {x.shape[1]} to {out}")
+    emit_json({"model": model, "n": n, "out": out}, json_out)
+
+
+@app.command()
+def optimize(data: DataSpec,
+             family: Annotated[str, typer.Option("--family", help="free | vp")] = "free",
+             objective: Annotated[str, typer.Option("--objective", help="c2 | wD | conditional")] = "c2",
+             steps: Annotated[int, typer.Option("--steps")] = 300,
+             lr: Annotated[float, typer.Option("--lr")] = 0.05,
+             n_basis: Annotated[int, typer.Option("--n-basis")] = 6,
+             tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
+             plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of the schedules in the (sigma, m) plane.")] = None):
+    """Optimise a learnable schedule for c2, wD or the conditional energy (Eq. 93)."""
+    setup(x64, tau)
+    check_writable(json_out)
+    check_writable(plot, "--plot")
+    if family not in ("free", "vp"):
+        fail(f"--family must be free or vp; got {family!r}")
+    if objective not in ("c2", "wD", "conditional"):
+        fail(f"--objective must be c2, wD or conditional; got {objective!r}")
+    d, _ = _parse(data, None, tau)
+    import jax
+    import numpy as np
+
+    from satjax import optimize as O
+    from satjax import path as sjpath
+    from satjax import schedules as S
+
+    key = jax.random.PRNGKey(seed)
+    k_opt, k_eval, k_w2 = jax.random.split(key, 3)
+    try:
+        res = O.optimize_schedule(d, family=family, objective=objective, tau=tau, n_basis=n_basis,
+                                  steps=steps, learning_rate=lr, key=k_opt, progress=True)
+    except (ValueError, TypeError) as err:
+        fail(str(err))
+
+    def c2(sch):
+        pc = sjpath.path_cost(sch, d, key=k_eval)
+        return float(pc.c2), float(pc.c2_stderr)
+
+    w2sq, w2_method = sjpath.endpoint_w2sq(S.cosine(tau), d, key=k_w2)
+    ts = np.linspace(0.0, tau, 101)
+    sch = res.schedule
+    payload = {"data": data, "family": family, "objective": objective, "steps": res.steps,
+               "diverged": res.diverged, "objective_final": float(res.best_value),
+               "c2_initial": c2(res.initial)[0], "c2_final": c2(sch)[0],
+               "c2_final_stderr": c2(sch)[1], "c2_cosine": c2(S.cosine(tau))[0],
+               "c2_condot": c2(S.cond_ot(tau))[0], "W2sq": w2sq, "W2sq_over_tau": w2sq / tau,
+               "W2sq_method": w2_method,
+               "t": ts.tolist(), "m": [float(sch.m(t)) for t in ts],
+               "sigma": [float(sch.sigma(t)) for t in ts],
+               "angle": np.asarray(sch.angle).tolist(), "log_radius": np.asarray(sch.log_radius).tolist()}
+    payload["gap_to_W2"] = payload["c2_final"] / payload["W2sq_over_tau"] - 1.0
+    print_table([(k, payload[k]) for k in ("c2_initial", "c2_final", "c2_cosine", "c2_condot",
+                                           "W2sq_over_tau", "gap_to_W2")], ["quantity", "value"])
+    if res.diverged:
+        typer.echo("optimisation diverged (non-finite objective); the best schedule so far is reported")
+    emit_json(payload, json_out)
+    if plot:
+        from satjax.plotting import plot_schedules
+
+        plot_schedules(payload, plot, tau)
+        typer.echo(f"wrote {plot}")
 
 
 FIGURES = ("fig6", "fig7", "fig8", "schedules")

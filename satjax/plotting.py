@@ -92,3 +92,42 @@ def _save(fig, filename: str) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, filename)
+
+
+def plot_bound(report: dict, filename: str) -> None:
+    """v_loss(t)² against T_t Ṡ_tot(t) (Eq. 80) and W_1(P_t, P̃_t) over t."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(report["t"], report["kinetic"], "-", label=r"$T_t\dot S_{tot} = E\|\nu_t\|^2$")
+    a.plot(report["t"], report["v_loss_sq"], "--", label=r"$v_{loss}(t)^2$")
+    a.set_yscale("log")
+    a.set_xlabel("t  (0 = data, τ = noise)")
+    a.set_ylabel("rate")
+    a.set_title("Eq. 80 at every t")
+    a.legend(fontsize=8)
+    b.plot(report["t"], report["W1"], "o-", ms=3)
+    b.set_xlabel("t")
+    b.set_ylabel(r"$W_1(P_t, \tilde P_t)$")
+    b.set_title(f"η={report['eta']:.4g} ≤ c1={report['c1']:.4g} ≤ c2={report['c2']:.4g}")
+    fig.suptitle(f"{report['protocol']} on {report['data']}, perturbation {report['perturb']}",
+                 fontsize=10)
+    fig.tight_layout()
+    _save(fig, filename)
+
+
+def plot_schedules(report: dict, filename: str, tau: float = 1.0) -> None:
+    """The optimised schedule against cosine and cond-OT in the (σ, m) plane."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    s = np.linspace(0.0, 1.0, 101)
+    ax.plot(np.sin(np.pi * s / 2), np.cos(np.pi * s / 2), "-", label=f"cosine (c2={report['c2_cosine']:.4g})")
+    ax.plot(s, 1 - s, "-", label=f"cond-OT (c2={report['c2_condot']:.4g})")
+    ax.plot(report["sigma"], report["m"], "k-", lw=2,
+            label=f"optimised {report['family']}/{report['objective']} (c2={report['c2_final']:.4g})")
+    ax.set_xlabel(r"$\sigma_t$")
+    ax.set_ylabel(r"$m_t$")
+    ax.set_aspect("equal")
+    ax.set_title(f"{report['data']}\n$W_2^2/τ$ = {report['W2sq_over_tau']:.4g}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, filename)
