@@ -1,0 +1,92 @@
+"""CLI commands in-process, with their JSON; bad input fails before computing."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from satjax.cli import app
+
+runner = CliRunner()
+GMM = "gmm:means=-2|2,std=0.5"
+
+
+def run_ok(args):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def test_path_json(tmp_path):
+    out = tmp_path / "p.json"
+    run_ok(["path", "--data", GMM, "--protocol", "cosine", "--json", str(out), "--plot", str(tmp_path / "p.png")])
+    d = json.loads(out.read_text())
+    for k in ("c2", "wD", "S_tot", "W2sq", "path_length"):
+        assert k in d
+    assert d["c2"] == pytest.approx(d["wD"]) and d["S_tot"] == float("inf")
+    assert all(d["hierarchy"].values())
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_bound_json(tmp_path):
+    out = tmp_path / "b.json"
+    run_ok(["bound", "--data", GMM, "--protocol", "cond-ot", "--perturb", "scale:1.2", "--json", str(out)])
+    d = json.loads(out.read_text())
+    for k in ("eta", "c1", "c2", "wD", "D0", "dW1", "W1_start", "W1_end", "holds"):
+        assert k in d
+    assert all(d["holds"].values())
+    assert d["D0"] == pytest.approx(1 / (1.2 * np.sqrt(2 - 1.44)) - 1, rel=1e-8)
+
+
+def test_optimize_json(tmp_path):
+    out = tmp_path / "o.json"
+    run_ok(["optimize", "--data", "gauss:mean=0,std=0.3", "--family", "vp", "--steps", "60", "--json", str(out)])
+    d = json.loads(out.read_text())
+    for k in ("c2_initial", "c2_final", "c2_cosine", "c2_condot", "W2sq", "t", "m", "sigma"):
+        assert k in d
+    assert d["W2sq"] == pytest.approx(0.49, rel=1e-8)
+    assert d["W2sq_over_tau"] <= d["c2_final"] < d["c2_cosine"]
+
+
+def test_train_and_sample(tmp_path):
+    model = tmp_path / "m"
+    out = tmp_path / "t.json"
+    run_ok(["train", "--data", GMM, "--protocol", "cond-ot", "--loss", "cfm", "--steps", "300",
+            "--out", str(model), "--json", str(out)])
+    d = json.loads(out.read_text())
+    for k in ("final_loss", "residual", "W1_to_data", "train_seconds"):
+        assert np.isfinite(d[k])
+    assert d["W1_to_data"] < 0.5  # W1(N(0,1), q) ≈ 1.4: 300 steps already learn the modes
+    npy = tmp_path / "s.npy"
+    run_ok(["sample", "--model", str(model), "--n", "64", "--out", str(npy)])
+    assert np.load(npy).shape == (64, 1)
+
+
+def test_reproduce_fig6_quick(tmp_path):
+    res = run_ok(["reproduce", "fig6", "--quick", "--out", str(tmp_path)])
+    d = json.loads((tmp_path / "fig6.json").read_text())
+    assert d["all_inequalities_hold"] and all(d["eta_agrees_across_protocols"].values())
+    for case in d["cases"]:
+        for k in ("protocol", "perturb", "eta", "c1", "c2", "wD"):
+            assert k in case
+        assert case["eta"] <= case["c1"] * (1 + 1e-6) and case["c1"] <= case["c2"]
+    assert (tmp_path / "fig6.png").stat().st_size > 50_000
+    assert "holds" in res.output
+
+
+@pytest.mark.parametrize("args,match", [
+    (["reproduce", "fig99"], "unknown figure"),
+    (["reproduce", "fig6", "--out", "/proc/forbidden/x"], "--out"),
+    (["path", "--data", "blob", "--protocol", "cosine"], "unknown data"),
+    (["path", "--data", GMM, "--protocol", "warp"], "unknown protocol"),
+    (["path", "--data", GMM, "--protocol", "cosine", "--tau", "0"], "--tau"),
+    (["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "shove:1"], "unknown perturbation"),
+    (["path", "--data", GMM, "--protocol", "cosine", "--json", "/nonexistent/dir/x.json"], "does not exist"),
+    (["train", "--data", GMM, "--protocol", "cosine", "--loss", "gan"], "--loss"),
+    (["optimize", "--data", GMM, "--family", "round"], "--family"),
+])
+def test_bad_input_fails_early(args, match):
+    res = runner.invoke(app, args)
+    assert res.exit_code != 0
+    assert match in res.output
