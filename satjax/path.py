@@ -171,3 +171,24 @@ def path_report(protocol: LinearForce, data: GaussianMixture, *, key=None, n_tim
         "t": [float(v) for v in pc.ts], "kinetic": [float(v) for v in pc.kinetic],
         "speed_sq": [float(v) for v in pc.speed_sq],
     }
+
+
+def flow_kinetic_energy(velocity, x_start, *, t_start, t_end=0.0, n_steps: int = 100):
+    """c_2 of a (learned) flow by Monte Carlo along its trajectories (Eq. G20).
+
+    Integrates dx/dt = u(x, t) from ``x_start`` at ``t_start`` to ``t_end`` with RK4 and returns
+    (∫ E‖u_t(x_t)‖² dt over |t_end − t_start| by the trapezoid rule on the steps, its standard
+    error over trajectories). For a deterministic flow from the right start this is the
+    kinetic energy ∫ E_{P_t}‖u_t‖² dt, which equals c_2 when u is a gradient field.
+    """
+    from satjax import reverse as R
+
+    traj = R.solve_ode(velocity, x_start, t_start=t_start, t_end=t_end, method="rk4",
+                       n_steps=n_steps, n_save=n_steps)
+    fld = R.as_field(velocity)
+    sq = jax.vmap(lambda xs, t: jnp.sum(jax.vmap(fld, in_axes=(0, None))(xs, t) ** 2, -1))(
+        traj.xs, traj.ts)  # (S, N)
+    h = jnp.abs(traj.ts[1] - traj.ts[0])
+    per_path = h * (jnp.sum(sq, 0) - 0.5 * (sq[0] + sq[-1]))
+    n = per_path.shape[0]
+    return jnp.mean(per_path), jnp.std(per_path, ddof=1) / jnp.sqrt(n)
