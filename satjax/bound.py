@@ -28,7 +28,7 @@ from flax import struct
 
 from satjax import path as sjpath
 from satjax import perturb as PT
-from satjax._util import gauss_legendre
+from satjax._util import gauss_legendre, is_concrete
 from satjax.forces import LinearForce
 from satjax.forward import marginal
 from satjax.geometry.distances import cdf_1d, quantile_1d
@@ -154,6 +154,9 @@ def bound_1d(protocol, data: GaussianMixture, perturbation: PT.Perturbation, *,
     p_end = _end(protocol, data)
     pt_end = perturbation.apply(p_end)
     D0 = PT.pearson(pt_end, p_end, n_points=n_points).value
+    if is_concrete(D0) and float(D0) <= 1e-10:
+        raise ValueError(f"the perturbed start equals the exact start (D_0 = {float(D0):.3g}); "
+                         f"perturbation {perturbation.label()!r} changes nothing to bound")
     tau = protocol.tau
     ts, wts, W1_nodes, dW1_nodes, W1_end, W1_start = _w1_path(protocol, data, p_end, pt_end,
                                                               n_time, n_points)

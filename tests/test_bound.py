@@ -117,6 +117,12 @@ def test_infinite_D0_is_reported():
     assert float(r.eta) == 0.0 and float(r.c1) == 0.0
 
 
+def test_zero_perturbation_is_an_error():
+    # P_τ of cosine is exactly N(0, 1): its moment-matched Gaussian is no perturbation at all
+    with pytest.raises(ValueError, match="D_0"):
+        B.bound_1d(S.cosine(), Q, PT.gaussian())
+
+
 def test_bound_needs_1d():
     with pytest.raises(ValueError, match="1-D"):
         B.bound_1d(S.cosine(), M.gmm([[0.0, 1.0]], 1.0), PT.shift(0.1))

@@ -48,7 +48,7 @@ def test_nd_sample_geodesic_gaussian():
     empirical OT (slowly decaying in n); measured +7.2% here, tolerance 10%."""
     mu, s = np.array([1.0, -0.5]), 0.5
     data = M.gaussian(mu, s)
-    op = ot_protocol(data, key=jax.random.PRNGKey(1), n_samples=2000)
+    op = ot_protocol(data, key=jax.random.PRNGKey(1), n_samples=2000, method="samples")
     w2 = float(w2_squared_gaussian(jnp.asarray(mu), s**2 * jnp.eye(2), jnp.zeros(2), jnp.eye(2)))
     assert w2 == pytest.approx(mu @ mu + 2 * (1 - s) ** 2)
     assert w2 <= float(op.c2()) < 1.10 * w2
@@ -82,3 +82,28 @@ def test_ot_protocol_bad_input():
         ot_protocol(M.gmm([0.0, 1.0], 0.5), noise=M.gaussian(0.0, 1.0, dim=2))
     with pytest.raises(ValueError, match="tau"):
         ot_protocol(M.gmm([0.0, 1.0], 0.5), tau=-1.0)
+
+
+def test_gaussian_geodesic_closed_form():
+    """N(m0, S0) → N(0, I): continuity equation, end points, c_2 = W2²/τ = ∫ v_2² dt (Lyapunov)."""
+    from satjax.geometry.ot_protocol import OTProtocolGaussian
+    from satjax.geometry.speed import lyapunov_speed_sq
+
+    data = M.gaussian([1.0, -0.5], cov=[[0.5, 0.2], [0.2, 0.3]])
+    op = ot_protocol(data, tau=1.5)
+    assert isinstance(op, OTProtocolGaussian)
+    np.testing.assert_allclose(op.marginal(1.5).full_cov()[0], np.eye(2), atol=1e-12)
+    np.testing.assert_allclose(op.marginal(0.0).full_cov()[0], data.full_cov()[0], atol=1e-12)
+    for t, x in [(0.3, jnp.array([0.2, 0.1])), (1.1, jnp.array([-1.0, 0.4]))]:
+        dt = jax.grad(op.log_density, 1)(x, t)
+        gx = jax.grad(op.log_density, 0)(x, t)
+        v = op.velocity(x, t)
+        div = jnp.trace(jax.jacfwd(op.velocity)(x, t))
+        terms = np.array([dt, div, v @ gx])
+        assert abs(terms.sum()) < 1e-10 * np.abs(terms).sum()
+    # speed from the Lyapunov formula of the marginals equals the constant W2²/τ²
+    for t in (0.2, 0.9):
+        marg, rate = jax.jvp(op.marginal, (jnp.asarray(t),), (jnp.asarray(1.0),))
+        v2 = lyapunov_speed_sq(rate.means[0], marg.full_cov()[0], rate.full_cov()[0])
+        assert float(v2) == pytest.approx(float(op.w2_squared()) / 1.5**2, rel=1e-10)
+    assert float(op.c2()) < float(P.path_cost(S.cosine(1.5), data).c2)

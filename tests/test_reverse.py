@@ -371,3 +371,19 @@ def test_bad_input_raises(call, match):
 def test_non_callable_field_raises_type_error():
     with pytest.raises(TypeError, match="callable"):
         R.reverse_ode(3.0, X)
+
+
+def test_rotating_force_generation_at_two_sample_noise_floor():
+    """Exact velocity, 2-D: W1(generated, exact q samples) is at the two-sample noise floor
+    W1(exact, exact) of the same sample size (exact OT, POT)."""
+    from satjax.geometry.distances import ot_cost
+
+    data = M.swiss_roll(n=200, width=0.05)
+    rf = RotatingForce.create(h=1.0, g=3.0, t_fin=2.0)
+    n = 1500
+    x_tau = F.sample_marginal(jax.random.PRNGKey(11), rf, data, rf.tau, n)
+    gen = R.reverse_ode(R.exact_velocity(rf, data), x_tau, n_steps=64).xs[-1]
+    ref, ref2 = data.sample(jax.random.PRNGKey(12), n), data.sample(jax.random.PRNGKey(13), n)
+    w1 = float(ot_cost(gen, ref, p=1, backend="pot").cost)
+    floor = float(ot_cost(ref2, ref, p=1, backend="pot").cost)
+    assert w1 < 1.25 * floor, (w1, floor)

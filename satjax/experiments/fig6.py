@@ -21,7 +21,8 @@ from satjax.geometry.ot_protocol import OTProtocol1D, ot_protocol
 from satjax.mixtures import GaussianMixture, gmm
 
 PROTOCOLS = ("cosine", "cond-ot", "ot")
-PERTURBATIONS_FULL = ("shift:0.1", "shift:0.3", "scale:0.8", "scale:1.2", "gaussian")
+# ("gaussian" is no perturbation here: P_τ is exactly N(0, 1) for all three protocols.)
+PERTURBATIONS_FULL = ("shift:0.1", "shift:0.3", "shift:-0.5", "scale:0.8", "scale:1.2")
 PERTURBATIONS_QUICK = ("shift:0.2", "scale:1.2")
 
 

@@ -6,5 +6,6 @@ from satjax.geometry.distances import (DEFAULT_RELATIVE_EPSILON, OTNotConverged,
                                        ot_plan, quantile_1d, w1_samples, w2_samples,
                                        w2_squared_1d, w2_squared_gaussian, wasserstein_1d,
                                        wasserstein_1d_samples)
-from satjax.geometry.ot_protocol import OTProtocol1D, OTProtocolSamples, ot_protocol
+from satjax.geometry.ot_protocol import (OTProtocol1D, OTProtocolGaussian, OTProtocolSamples,
+                                         ot_protocol)
 from satjax.geometry.speed import lyapunov_speed_sq, project_onto_gradients

@@ -7,6 +7,7 @@ c_2 = W_2²/τ (69, 70). Its velocity is constant along each straight line, ν_t
 * :class:`OTProtocol1D` — exact in 1-D: T = F_N⁻¹ ∘ F_q (monotone rearrangement), so the
   quantile function of P_t is Q_t(u) = (1 − s) F_q⁻¹(u) + s F_N⁻¹(u). Eulerian velocity at x by
   solving (1 − s) x₀ + s T(x₀) = x for x₀ (monotone bisection), density by the Jacobian.
+* :class:`OTProtocolGaussian` — closed form between two Gaussians (affine map of Eq. 59).
 * :class:`OTProtocolSamples` — n-D: an exact optimal assignment between n data and n noise samples
   (:func:`satjax.geometry.distances.ot_assignment`), straight-line interpolation, and the Eulerian
   velocity at x by the kernel estimate of Eq. G19, a Gaussian-kernel weighted average of
@@ -116,6 +117,71 @@ class OTProtocol1D(struct.PyTreeNode):
         return self.w2_squared() / self.tau**2 + 0.0 * t
 
 
+def _sqrtm_sym(a):
+    lam, U = jnp.linalg.eigh(a)
+    return (U * jnp.sqrt(jnp.maximum(lam, 0.0))) @ U.T
+
+
+class OTProtocolGaussian(struct.PyTreeNode):
+    """Closed-form W2 geodesic between N(m0, S0) (t = 0) and N(m1, S1) (t = τ).
+
+    T(x) = m1 + A(x − m0), A = S0^{-1/2}(S0^{1/2} S1 S0^{1/2})^{1/2} S0^{-1/2} (symmetric);
+    P_t = N(m_t, M_t S0 M_t), m_t = (1 − s) m0 + s m1, M_t = (1 − s) I + s A; the Eulerian
+    velocity ν_t(y) = (m1 − m0 + (A − I) M_t⁻¹ (y − m_t))/τ is a gradient (A and M_t commute).
+    """
+
+    m0: jax.Array
+    S0: jax.Array
+    m1: jax.Array
+    S1: jax.Array
+    tau: jax.Array
+
+    conservative = True
+
+    @property
+    def dim(self) -> int:
+        return self.m0.shape[0]
+
+    def map_matrix(self):
+        r = _sqrtm_sym(self.S0)
+        r_inv = jnp.linalg.inv(r)
+        return r_inv @ _sqrtm_sym(r @ self.S1 @ r) @ r_inv
+
+    def _mt(self, t):
+        s = t / self.tau
+        eye = jnp.eye(self.dim, dtype=self.S0.dtype)
+        return (1.0 - s) * self.m0 + s * self.m1, (1.0 - s) * eye + s * self.map_matrix()
+
+    def marginal(self, t) -> GaussianMixture:
+        m, M = self._mt(t)
+        return GaussianMixture(weights=jnp.ones((1,), m.dtype), means=m[None],
+                               cov=(M @ self.S0 @ M.T)[None], kind="full")
+
+    def velocity(self, x, t):
+        """ν_t(x) for one point x (d,)."""
+        m, M = self._mt(t)
+        A = self.map_matrix()
+        z = jnp.linalg.solve(M, x - m)
+        return (self.m1 - self.m0 + (A - jnp.eye(self.dim, dtype=A.dtype)) @ z) / self.tau
+
+    def log_density(self, x, t):
+        return self.marginal(t).log_prob(x)
+
+    def sample(self, key, t, n: int):
+        return self.marginal(t).sample(key, n)
+
+    def w2_squared(self):
+        from satjax.geometry.distances import w2_squared_gaussian
+
+        return w2_squared_gaussian(self.m0, self.S0, self.m1, self.S1)
+
+    def c2(self):
+        return self.w2_squared() / self.tau
+
+    def kinetic(self, t):
+        return self.w2_squared() / self.tau**2 + 0.0 * t
+
+
 class OTProtocolSamples(struct.PyTreeNode):
     """n-D W2 geodesic from an exact assignment of n data and n noise samples (Eq. G19)."""
 
@@ -160,20 +226,28 @@ class OTProtocolSamples(struct.PyTreeNode):
 
 
 def ot_protocol(data: GaussianMixture, *, tau=1.0, noise: Optional[GaussianMixture] = None,
-                key=None, n_samples: int = 2000, bandwidth: Optional[float] = None):
+                key=None, n_samples: int = 2000, bandwidth: Optional[float] = None,
+                method: str = "auto"):
     """The W2-geodesic protocol from ``data`` to ``noise`` (default N(0, I)).
 
-    Exact in 1-D (:class:`OTProtocol1D`); in n-D from ``n_samples`` pairs of an exact assignment
+    Exact in 1-D (:class:`OTProtocol1D`); closed form when data and noise are single Gaussians
+    (:class:`OTProtocolGaussian`); otherwise in n-D from ``n_samples`` pairs of an exact assignment
     (:class:`OTProtocolSamples`, key defaults to PRNGKey(0)); ``bandwidth`` of the G19 kernel
     defaults to n^(−1/(d+4)) times the mean per-coordinate standard deviation (Scott's rule).
+    ``method="samples"`` forces the sample-based construction (n-D).
     """
+    if method not in ("auto", "samples"):
+        raise ValueError(f"`method` must be 'auto' or 'samples'; got {method!r}")
     check_tau(tau)
     tau = as_float(tau)
     noise = gaussian(0.0, 1.0, dim=data.dim) if noise is None else noise
     if noise.dim != data.dim:
         raise ValueError(f"noise has dimension {noise.dim} but data has {data.dim}")
-    if data.dim == 1:
+    if data.dim == 1 and method == "auto":
         return OTProtocol1D(data=data, noise=noise, tau=tau)
+    if data.n_components == 1 and noise.n_components == 1 and method == "auto":
+        return OTProtocolGaussian(m0=data.means[0], S0=data.full_cov()[0], m1=noise.means[0],
+                                  S1=noise.full_cov()[0], tau=tau)
     if n_samples < 2:
         raise ValueError(f"`n_samples` must be >= 2; got {n_samples}")
     key = jax.random.PRNGKey(0) if key is None else key
