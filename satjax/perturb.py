@@ -55,6 +55,16 @@ class Perturbation(struct.PyTreeNode):
             return from_samples(np.asarray(self.samples), float(self.width))
         raise ValueError(f"unknown perturbation kind {self.kind!r}")
 
+    def push_samples(self, x, p: GaussianMixture):
+        """Samples of P̃ from samples x of P by the perturbation's own map (shift, scale), or
+        None when the perturbation is not a map of P (gaussian, samples)."""
+        if self.kind == "shift":
+            return x.at[:, 0].add(self.value)
+        if self.kind == "scale":
+            mu = p.mean()
+            return mu + self.value * (x - mu)
+        return None
+
     def label(self) -> str:
         if self.kind in ("shift", "scale"):
             return f"{self.kind}:{float(self.value):g}"
