@@ -75,8 +75,26 @@ def test_reproduce_fig6_quick(tmp_path):
     assert "holds" in res.output
 
 
+def test_reproduce_fig7_quick(tmp_path):
+    run_ok(["reproduce", "fig7", "--quick", "--out", str(tmp_path)])
+    d = json.loads((tmp_path / "fig7.json").read_text())
+    assert d["all_inequalities_hold"]
+    for case in d["cases"]:
+        for k in ("protocol", "g", "eta", "c1", "c2", "wD"):
+            assert k in case
+    for k in ("h", "t_fin", "tau", "perturb"):
+        assert k in d["settings"]
+    # w_D grows with the rotation g and exceeds c_2 for g > 0 (non-conservative force)
+    s = d["summary"]
+    assert s["g=0"]["wD"] < s["g=3"]["wD"] < s["g=5"]["wD"]
+    assert s["g=5"]["wD"] > s["g=5"]["c2"] + 4 * s["g=5"]["c2_stderr"]
+    assert isinstance(d["eta_grows_with_g"], bool) and d["statement"]
+    assert (tmp_path / "fig7.png").stat().st_size > 50_000
+
+
 @pytest.mark.parametrize("args,match", [
     (["reproduce", "fig99"], "unknown figure"),
+    (["reproduce", "fig8"], "not implemented"),
     (["reproduce", "fig6", "--out", "/proc/forbidden/x"], "--out"),
     (["path", "--data", "blob", "--protocol", "cosine"], "unknown data"),
     (["path", "--data", GMM, "--protocol", "warp"], "unknown protocol"),

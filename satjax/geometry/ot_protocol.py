@@ -257,6 +257,6 @@ def ot_protocol(data: GaussianMixture, *, tau=1.0, noise: Optional[GaussianMixtu
     x1 = x1[perm]
     if bandwidth is None:
         sd = jnp.mean(jnp.std(jnp.concatenate([x0, x1]), 0))
-        bandwidth = sd * n_samples ** (-1.0 / (data.dim + 4))
+        bandwidth = 0.25 * sd * n_samples ** (-1.0 / (data.dim + 4))
     return OTProtocolSamples(x0=x0, x1=x1, tau=tau, bandwidth=as_float(bandwidth))
 
