@@ -404,6 +404,22 @@ def _reproduce_fig7(outdir: Path, quick: bool, tau: float, seed: int):
     return res
 
 
+def _reproduce_schedules(outdir: Path, quick: bool, tau: float, seed: int):
+    from satjax.experiments import schedules as study
+    from satjax.plotting import plot_schedules_study
+
+    res = study.run(quick=quick, tau=tau, seed=seed)
+    rows = [(k, v["c2_cosine"], v["c2_condot"], v["c2_optimised"], v["c2_optimised_stderr"],
+             v["W2sq_over_tau"], v["gap_to_W2"], "yes" if v["beats_cosine_and_condot"] else "no")
+            for k, v in res["results"].items()]
+    print_table(rows, ["data", "c2 cosine", "c2 cond-OT", "c2 optimised", "s.e.", "W2^2/tau",
+                       "gap", "beats both"])
+    _write_json_atomic(res, outdir / "schedules.json")
+    plot_schedules_study(res, str(outdir / "schedules.png"))
+    typer.echo(f"wrote {outdir / 'schedules.json'} and {outdir / 'schedules.png'} ({res['seconds']:.1f} s)")
+    return res
+
+
 @app.command()
 def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | schedules | all")],
               quick: Annotated[bool, typer.Option("--quick", help="Small settings for CI.")] = False,
@@ -417,7 +433,7 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | sch
         fail(f"unknown figure {name!r}; choose fig6, fig7, fig8, schedules or all")
     outdir = _prepare_out(out)
     names = FIGURES if name == "all" else (name,)
-    missing = [n for n in names if n not in ("fig6", "fig7")]
+    missing = [n for n in names if n not in ("fig6", "fig7", "schedules")]
     if missing and name != "all":
         _not_yet(f"reproduce {name}", 6)
     results = {}
@@ -426,6 +442,8 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | sch
             results[n] = _reproduce_fig6(outdir, quick, tau, means, std)
         elif n == "fig7":
             results[n] = _reproduce_fig7(outdir, quick, tau, seed)
+        elif n == "schedules":
+            results[n] = _reproduce_schedules(outdir, quick, tau, seed)
     if json_out:
         emit_json({k: {kk: v[kk] for kk in ("cases", "all_inequalities_hold") if kk in v}
                    for k, v in results.items()}, json_out)

@@ -173,3 +173,26 @@ def plot_fig7(res: dict, filename: str) -> None:
                  fontsize=11)
     fig.tight_layout()
     _save(fig, filename)
+
+
+def plot_schedules_study(res: dict, filename: str) -> None:
+    """Per data set: cosine, cond-OT and the optimised schedule in the (σ, m) plane."""
+    import numpy as np
+
+    items = list(res["results"].items())
+    fig, axs = plt.subplots(1, len(items), figsize=(5 * len(items), 5))
+    s = np.linspace(0.0, 1.0, 101)
+    for ax, (name, e) in zip(np.atleast_1d(axs), items):
+        ax.plot(np.sin(np.pi * s / 2), np.cos(np.pi * s / 2), label=f"cosine c2={e['c2_cosine']:.4g}")
+        ax.plot(s, 1 - s, label=f"cond-OT c2={e['c2_condot']:.4g}")
+        ax.plot(e["sigma"], e["m"], "k-", lw=2,
+                label=f"optimised c2={e['c2_optimised']:.4g}±{e['c2_optimised_stderr']:.2g}")
+        ax.set_xlabel(r"$\sigma_t$")
+        ax.set_ylabel(r"$m_t$")
+        ax.set_aspect("equal")
+        ax.set_title(f"{name} (d={e['dim']}): $W_2^2/τ$ ≈ {e['W2sq_over_tau']:.4g} ({e['W2sq_method']})",
+                     fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("Schedule optimisation: c₂ of cosine, cond-OT and the optimised polar schedule", fontsize=11)
+    fig.tight_layout()
+    _save(fig, filename)

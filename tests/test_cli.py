@@ -92,6 +92,19 @@ def test_reproduce_fig7_quick(tmp_path):
     assert (tmp_path / "fig7.png").stat().st_size > 50_000
 
 
+def test_reproduce_schedules_quick(tmp_path):
+    run_ok(["reproduce", "schedules", "--quick", "--out", str(tmp_path)])
+    d = json.loads((tmp_path / "schedules.json").read_text())
+    r = d["results"]
+    # 1-D exact and Swiss roll (Monte Carlo, independent evaluation draws): beats both
+    assert r["gmm-1d"]["beats_cosine_and_condot"] and r["swissroll"]["beats_cosine_and_condot"]
+    assert r["gmm-1d"]["c2_optimised"] >= r["gmm-1d"]["W2sq_over_tau"]
+    for e in r.values():
+        for k in ("c2_cosine", "c2_condot", "c2_optimised", "W2sq_over_tau", "t", "m", "sigma"):
+            assert k in e
+    assert (tmp_path / "schedules.png").stat().st_size > 30_000
+
+
 @pytest.mark.parametrize("args,match", [
     (["reproduce", "fig99"], "unknown figure"),
     (["reproduce", "fig8"], "not implemented"),
