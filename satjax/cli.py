@@ -28,16 +28,25 @@ DataSpec = Annotated[str, typer.Option("--data", help="Data spec, e.g. 'gmm:mean
 ProtocolSpec = Annotated[str, typer.Option("--protocol", help="Protocol spec, e.g. 'cosine', 'rotating:h=1,g=3,tfin=2'.")]
 
 
+_STATE = {"json_stdout": False}
+
+
+def say(text: str = ""):
+    """Human-readable output: stdout, or stderr when the JSON goes to stdout (--json -)."""
+    typer.echo(text, err=_STATE["json_stdout"])
+
+
 def fail(message: str, code: int = 2):
     """Print a clear error and exit non-zero."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
-def setup(x64: bool, tau: float):
+def setup(x64: bool, tau: float, json_out: Optional[str] = None):
     """Configure precision and validate common options before any computation."""
     import jax
 
+    _STATE["json_stdout"] = json_out == "-"
     jax.config.update("jax_enable_x64", bool(x64))
     if not (math.isfinite(tau) and tau > 0):
         fail(f"--tau must be a finite number > 0; got {tau}")
@@ -70,9 +79,9 @@ def print_table(rows, headers):
     cells = [[h for h in headers]] + [[_fmt(v) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for j, r in enumerate(cells):
-        typer.echo("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+        say("  ".join(c.rjust(w) for c, w in zip(r, widths)))
         if j == 0:
-            typer.echo("  ".join("-" * w for w in widths))
+            say("  ".join("-" * w for w in widths))
 
 
 def _fmt(v):
@@ -103,7 +112,7 @@ def path(data: DataSpec, protocol: ProtocolSpec, tau: Tau = 1.0, x64: X64 = True
          n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 64,
          n_samples: Annotated[int, typer.Option("--n-samples", help="Monte-Carlo samples (n-D).")] = 4096):
     """Thermodynamic and Wasserstein cost of the forward path (c2, wD, S_tot, W2^2, path length)."""
-    setup(x64, tau)
+    setup(x64, tau, json_out)
     check_writable(json_out)
     check_writable(plot, "--plot")
     if n_time < 2 or n_samples < 2:
@@ -123,13 +132,13 @@ def path(data: DataSpec, protocol: ProtocolSpec, tau: Tau = 1.0, x64: X64 = True
                                       "length_sq_over_tau", "method")]
     print_table(rows, ["quantity", "value"])
     for name, ok in payload["hierarchy"].items():
-        typer.echo(f"{name}: {'holds' if ok else 'VIOLATED'}")
+        say(f"{name}: {'holds' if ok else 'VIOLATED'}")
     emit_json(payload, json_out)
     if plot:
         from satjax.plotting import plot_path
 
         plot_path(payload, plot)
-        typer.echo(f"wrote {plot}")
+        say(f"wrote {plot}")
 
 
 @app.command()
@@ -140,7 +149,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
           model: Annotated[Optional[str], typer.Option("--model", help="Learned velocity (model folder).")] = None,
           n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 48):
     """The speed-accuracy relation eta <= c1 <= c2 (<= wD) for a reverse-start perturbation."""
-    setup(x64, tau)
+    setup(x64, tau, json_out)
     check_writable(json_out)
     check_writable(plot, "--plot")
     from satjax import perturb as PT
@@ -152,33 +161,38 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     d, p = _parse(data, protocol, tau)
     if model is not None:
         _not_yet("bound --model (learned velocity)", 5)
-    if d.dim != 1:
-        _not_yet(f"bound for {d.dim}-D data (the sample-based route)", 5)
+    import jax
+
     from satjax import bound as B
 
     try:
-        r = B.bound_1d(p, d, pert, n_time=n_time)
+        if d.dim == 1:
+            r = B.bound_1d(p, d, pert, n_time=n_time)
+            method, ts = "exact-1d", r.ts
+        else:
+            r = B.bound_samples(jax.random.PRNGKey(seed), p, d, pert)
+            method, ts = "samples", r.t_mid
     except (ValueError, TypeError) as err:
         fail(str(err))
     payload = {"data": data, "protocol": protocol, "perturb": perturb, "tau": tau,
-               **r.summary(), "holds": r.holds(), "method": "exact-1d",
-               "t": [float(v) for v in r.ts], "v_loss_sq": [float(v) for v in r.v_loss_sq],
-               "kinetic": [float(v) for v in r.kinetic], "W1": [float(v) for v in r.W1]}
+               **r.summary(), "holds": r.holds(), "method": method,
+               "t": [float(v) for v in ts], "v_loss_sq": [float(v) for v in r.v_loss_sq],
+               "kinetic": [float(v) for v in r.kinetic],
+               "W1": [float(v) for v in (r.W1 if d.dim == 1 else 0.5 * (r.W1[1:] + r.W1[:-1]))]}
     print_table([(k, payload[k]) for k in ("eta", "c1", "c2", "wD", "D0", "dW1", "W1_start", "W1_end")],
                 ["quantity", "value"])
     for name, ok in payload["holds"].items():
-        typer.echo(f"{name}: {'holds' if ok else 'VIOLATED'}")
+        say(f"{name}: {'holds' if ok else 'VIOLATED'}")
     emit_json(payload, json_out)
     if plot:
         from satjax.plotting import plot_bound
 
         plot_bound(payload, plot)
-        typer.echo(f"wrote {plot}")
+        say(f"wrote {plot}")
 
 
 def _generate(fn, kind, p, d, key, n, n_steps=200):
     """Samples of the learned model: exact P_tau samples carried back by the probability-flow ODE."""
-    import jax
 
     from satjax import reverse as R
     from satjax.forward import sample_marginal
@@ -215,7 +229,7 @@ def train(data: DataSpec, protocol: ProtocolSpec,
           depth: Annotated[int, typer.Option("--depth")] = 3,
           tau: Tau = 1.0, x64: X64 = False, seed: Seed = 0, json_out: JsonOut = None):
     """Train a score (DSM) or flow-matching (CFM, OT-CFM) model; writes the model to --out."""
-    setup(x64, tau)
+    setup(x64, tau, json_out)
     check_writable(json_out)
     if loss not in ("dsm", "cfm", "ot-cfm"):
         fail(f"--loss must be dsm, cfm or ot-cfm; got {loss!r}")
@@ -259,7 +273,7 @@ def sample(model: Annotated[str, typer.Option("--model", help="Model folder writ
            out: Annotated[str, typer.Option("--out", help="Output .npy file.")] = "samples.npy",
            tau: Tau = 1.0, x64: X64 = False, seed: Seed = 0, json_out: JsonOut = None):
     """Generate samples from a trained model (probability-flow ODE from exact P_tau samples)."""
-    setup(x64, tau)
+    setup(x64, tau, json_out)
     check_writable(out, "--out")
     if n < 1:
         fail("--n must be >= 1")
@@ -279,7 +293,7 @@ def sample(model: Annotated[str, typer.Option("--model", help="Model folder writ
     d, p = _parse(meta["data"], meta["protocol"], meta["tau"])
     x = _generate(fn, spec.kind, p, d, jax.random.PRNGKey(seed), n)
     np.save(out, np.asarray(x))
-    typer.echo(f"wrote {n} samples of dimension {x.shape[1]} to {out}")
+    say(f"wrote {n} samples of dimension {x.shape[1]} to {out}")
     emit_json({"model": model, "n": n, "out": out}, json_out)
 
 
@@ -293,7 +307,7 @@ def optimize(data: DataSpec,
              tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
              plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of the schedules in the (sigma, m) plane.")] = None):
     """Optimise a learnable schedule for c2, wD or the conditional energy (Eq. 93)."""
-    setup(x64, tau)
+    setup(x64, tau, json_out)
     check_writable(json_out)
     check_writable(plot, "--plot")
     if family not in ("free", "vp"):
@@ -336,13 +350,13 @@ def optimize(data: DataSpec,
     print_table([(k, payload[k]) for k in ("c2_initial", "c2_final", "c2_cosine", "c2_condot",
                                            "W2sq_over_tau", "gap_to_W2")], ["quantity", "value"])
     if res.diverged:
-        typer.echo("optimisation diverged (non-finite objective); the best schedule so far is reported")
+        say("optimisation diverged (non-finite objective); the best schedule so far is reported")
     emit_json(payload, json_out)
     if plot:
         from satjax.plotting import plot_schedules
 
         plot_schedules(payload, plot, tau)
-        typer.echo(f"wrote {plot}")
+        say(f"wrote {plot}")
 
 
 FIGURES = ("fig6", "fig7", "fig8", "schedules")
@@ -380,11 +394,11 @@ def _reproduce_fig6(outdir: Path, quick: bool, tau: float, means: str, std: floa
     rows = [(c["protocol"], c["perturb"], c["eta"], c["c1"], c["c2"], c["wD"], c["D0"],
              "yes" if all(c["holds"].values()) else "NO") for c in res["cases"]]
     print_table(rows, ["protocol", "perturb", "eta", "c1", "c2", "wD", "D0", "holds"])
-    typer.echo(f"eta equal across protocols: {res['eta_agrees_across_protocols']}; "
+    say(f"eta equal across protocols: {res['eta_agrees_across_protocols']}; "
                f"all inequalities hold: {res['all_inequalities_hold']}; {res['seconds']:.1f} s")
     _write_json_atomic(res, outdir / "fig6.json")
     plot_fig6(res, str(outdir / "fig6.png"))
-    typer.echo(f"wrote {outdir / 'fig6.json'} and {outdir / 'fig6.png'}")
+    say(f"wrote {outdir / 'fig6.json'} and {outdir / 'fig6.png'}")
     return res
 
 
@@ -396,11 +410,11 @@ def _reproduce_fig7(outdir: Path, quick: bool, tau: float, seed: int):
     rows = [(k, v["eta"], v["eta_stderr"], v["c1"], v["c2"], v["wD"], v["paper_eta"])
             for k, v in res["summary"].items()]
     print_table(rows, ["case", "eta", "eta_se", "c1", "c2", "wD", "paper eta"])
-    typer.echo(res["statement"] + f"; all inequalities hold: {res['all_inequalities_hold']}; "
+    say(res["statement"] + f"; all inequalities hold: {res['all_inequalities_hold']}; "
                f"{res['seconds']:.1f} s")
     _write_json_atomic(res, outdir / "fig7.json")
     plot_fig7(res, str(outdir / "fig7.png"))
-    typer.echo(f"wrote {outdir / 'fig7.json'} and {outdir / 'fig7.png'}")
+    say(f"wrote {outdir / 'fig7.json'} and {outdir / 'fig7.png'}")
     return res
 
 
@@ -416,7 +430,7 @@ def _reproduce_schedules(outdir: Path, quick: bool, tau: float, seed: int):
                        "gap", "beats both"])
     _write_json_atomic(res, outdir / "schedules.json")
     plot_schedules_study(res, str(outdir / "schedules.png"))
-    typer.echo(f"wrote {outdir / 'schedules.json'} and {outdir / 'schedules.png'} ({res['seconds']:.1f} s)")
+    say(f"wrote {outdir / 'schedules.json'} and {outdir / 'schedules.png'} ({res['seconds']:.1f} s)")
     return res
 
 
@@ -428,7 +442,7 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | sch
               std: Annotated[float, typer.Option("--std", help="fig6: component standard deviation.")] = 0.5,
               tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None):
     """Reproduce one of the paper's experiments (figure PNG + JSON + table)."""
-    setup(x64, tau)
+    setup(x64, tau, json_out)
     if name not in FIGURES + ("all",):
         fail(f"unknown figure {name!r}; choose fig6, fig7, fig8, schedules or all")
     outdir = _prepare_out(out)
@@ -455,7 +469,7 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | sch
 def bench(quick: Annotated[bool, typer.Option("--quick")] = False, tau: Tau = 1.0, x64: X64 = False,
           seed: Seed = 0, json_out: JsonOut = None):
     """Benchmarks against reference implementations (see benchmarks/)."""
-    setup(x64, tau)
+    setup(x64, tau, json_out)
     _not_yet("bench", 7)
 
 

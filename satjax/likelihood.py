@@ -15,7 +15,7 @@ Differentiable in x and in every leaf of the field (reverse mode through the sca
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Optional
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

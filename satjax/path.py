@@ -17,9 +17,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from satjax import thermo
-from satjax._util import as_float, check_time
 from satjax.forces import LinearForce
-from satjax.forward import _check, marginal_and_rate
+from satjax.forward import marginal_and_rate
 from satjax.geometry import speed
 from satjax.mixtures import GaussianMixture
 
@@ -111,19 +110,12 @@ def path_cost(protocol: LinearForce, data: GaussianMixture, *, t0=0.0, t1=None, 
     Returns:
       PathCost. For conservative protocols c_2 = w_D exactly (v_2 = ‖ν‖ in L²(P_t)).
     """
-    _check(protocol, data)
-    t1 = protocol.tau if t1 is None else t1
-    check_time(t0, protocol.tau, "t0")
-    check_time(t1, protocol.tau, "t1")
-    method = thermo.resolve_method(data, method)
-    if method == "mc" and key is None:
-        raise ValueError("method 'mc' needs a PRNG `key`")
     if degree < 1:
         raise ValueError(f"`degree` must be >= 1; got {degree}")
-    d = thermo.draws(key, data, n_samples) if method == "mc" else None
+    t0, t1, method, d = thermo.prepare(protocol, data, t0, t1, method, key, n_samples)
     conservative = bool(protocol.conservative) or data.dim == 1
-    return _path_cost(protocol, data, as_float(t0), as_float(t1), d, n_time, n_points, chunk,
-                      method, int(degree), conservative)
+    return _path_cost(protocol, data, t0, t1, d, n_time, n_points, chunk, method, int(degree),
+                      conservative)
 
 
 def endpoint_w2sq(protocol: LinearForce, data: GaussianMixture, *, key=None, n_samples: int = 2000):

@@ -233,6 +233,12 @@ def entropy_production(protocol: LinearForce, data: GaussianMixture, *, t0=0.0, 
     Raises:
       ValueError: unknown method, quadrature for d > 1, missing key, bad interval.
     """
+    t0, t1, method, d = prepare(protocol, data, t0, t1, method, key, n_samples)
+    return _entropy_production(protocol, data, t0, t1, d, n_time, n_points, chunk, method)
+
+
+def prepare(protocol, data, t0, t1, method, key, n_samples):
+    """Validate the common arguments of path integrals; returns (t0, t1, method, draws)."""
     _check(protocol, data)
     t1 = protocol.tau if t1 is None else t1
     check_time(t0, protocol.tau, "t0")
@@ -241,8 +247,7 @@ def entropy_production(protocol: LinearForce, data: GaussianMixture, *, t0=0.0, 
     if method == "mc" and key is None:
         raise ValueError("method 'mc' needs a PRNG `key`")
     d = draws(key, data, n_samples) if method == "mc" else None
-    return _entropy_production(protocol, data, as_float(t0), as_float(t1), d, n_time, n_points,
-                               chunk, method)
+    return as_float(t0), as_float(t1), method, d
 
 
 # ------------------------------------------------------------------ path probabilities (41–50)

@@ -39,6 +39,16 @@ def test_bound_json(tmp_path):
     assert d["D0"] == pytest.approx(1 / (1.2 * np.sqrt(2 - 1.44)) - 1, rel=1e-8)
 
 
+def test_bound_nd_json_on_stdout():
+    """n-D data: the sample-based route; with --json - stdout holds only the JSON document."""
+    res = runner.invoke(app, ["bound", "--data", "swissroll:n=150", "--protocol", "rotating:h=2,g=3,tfin=4",
+                              "--perturb", "shift:0.3", "--json", "-"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert d["method"] == "samples" and all(d["holds"].values())
+    assert d["wD"] > d["c2"]  # rotation: entropy production beyond the W2 kinetic cost
+
+
 def test_optimize_json(tmp_path):
     out = tmp_path / "o.json"
     run_ok(["optimize", "--data", "gauss:mean=0,std=0.3", "--family", "vp", "--steps", "60", "--json", str(out)])

@@ -1,7 +1,6 @@
 """Reverse-start perturbations and the Pearson divergence D_0 (Eq. 78, G21)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import integrate, stats
