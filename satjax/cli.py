@@ -159,11 +159,13 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     except ValueError as err:
         fail(str(err))
     d, p = _parse(data, protocol, tau)
-    if model is not None:
-        _not_yet("bound --model (learned velocity)", 5)
     import jax
 
     from satjax import bound as B
+
+    if model is not None:
+        _bound_learned(model, d, p, pert, data, protocol, perturb, tau, json_out)
+        return
 
     try:
         if d.dim == 1:
@@ -189,6 +191,43 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
 
         plot_bound(payload, plot)
         say(f"wrote {plot}")
+
+
+def _bound_learned(model, d, p, pert, data, protocol, perturb, tau, json_out):
+    """Eq. 100 with a learned velocity (1-D data)."""
+    import math
+
+    from satjax import bound as B
+    from satjax import learn
+    from satjax import reverse as R
+
+    if d.dim != 1:
+        _not_yet(f"bound --model for {d.dim}-D data", 5)
+    try:
+        fn, spec = learn.load_model(model)
+    except ValueError as err:
+        fail(str(err))
+    if spec.dim != d.dim:
+        fail(f"model {model} has dimension {spec.dim} but the data have dimension {d.dim}")
+    fld = R.as_field(fn)
+    if spec.kind == "score":
+        if not math.isfinite(float(p.temperature(p.tau))):
+            fail("a score model needs a finite temperature at t = tau to act as a velocity "
+                 "(Eq. 11); this protocol has m_tau = 0 — train a velocity model (cfm) instead")
+        fld = R.velocity_from_score(p, fld)
+    try:
+        r = B.bound_imperfect_1d(p, d, pert, fld)
+    except (ValueError, TypeError) as err:
+        fail(str(err))
+    payload = {"data": data, "protocol": protocol, "perturb": perturb, "tau": tau,
+               "model": model, "method": "learned-velocity-1d (Eq. 100)", **r.summary(),
+               "holds": r.holds(), "t": [float(v) for v in r.ts], "D": [float(v) for v in r.D],
+               "W1": [float(v) for v in r.W1]}
+    print_table([(k, payload[k]) for k in ("D_max", "L_alpha", "wD", "dW1", "lhs", "rhs")],
+                ["quantity", "value"])
+    say(f"Eq. 100 |dW1|/sqrt(tau D_max) <= sqrt(wD) + sqrt(1 + 1/D_max) sqrt(tau L_alpha): "
+        f"{'holds' if r.holds()['eq100'] else 'VIOLATED'}")
+    emit_json(payload, json_out)
 
 
 def _generate(fn, kind, p, d, key, n, n_steps=200):

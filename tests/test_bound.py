@@ -140,3 +140,20 @@ def test_sample_route_agrees_with_exact_1d():
     assert float(r.eta) == pytest.approx(float(ex.eta), rel=0.12)
     assert float(r.c1) == pytest.approx(float(ex.c1), rel=0.08)
     assert all(r.holds().values())
+
+
+def test_imperfect_velocity_relation_eq100():
+    """Eq. 100: exact velocity gives L_α = 0, conserved D and lhs² = η; a distorted velocity
+    ν̂ = 1.1 ν + 0.1 has L_α = 0.01 w_D/τ + 0.01 exactly (E_{P_t} ν = 0 by symmetry)."""
+    sch = S.cosine()
+    ex = R.exact_velocity(sch, Q)
+    r0 = B.bound_imperfect_1d(sch, Q, PT.shift(0.2), ex)
+    exact = B.bound_1d(sch, Q, PT.shift(0.2))
+    assert float(r0.L_alpha) == 0.0
+    np.testing.assert_allclose(r0.D, float(exact.D0), rtol=1e-3)  # midpoint grid of 4000 levels
+    assert float(r0.lhs) ** 2 == pytest.approx(float(exact.eta), rel=2e-3)
+    assert r0.holds()["eq100"]
+    wrong = R.field(lambda p, x, t: p["a"] * ex(x, t) + p["b"], {"a": jnp.array(1.1), "b": jnp.array(0.1)}, tau=1.0)
+    r1 = B.bound_imperfect_1d(sch, Q, PT.shift(0.2), wrong)
+    assert float(r1.L_alpha) == pytest.approx(0.01 * float(exact.wD) + 0.01, rel=1e-6)
+    assert r1.holds()["eq100"] and float(r1.D_max) > float(exact.D0)

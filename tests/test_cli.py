@@ -71,6 +71,15 @@ def test_train_and_sample(tmp_path):
     npy = tmp_path / "s.npy"
     run_ok(["sample", "--model", str(model), "--n", "64", "--out", str(npy)])
     assert np.load(npy).shape == (64, 1)
+    # the imperfect-velocity relation (Eq. 100) with the learned model
+    bj = tmp_path / "b.json"
+    run_ok(["bound", "--data", GMM, "--protocol", "cond-ot", "--perturb", "shift:0.2",
+            "--model", str(model), "--json", str(bj)])
+    b = json.loads(bj.read_text())
+    assert b["holds"]["eq100"] and b["L_alpha"] > 0 and b["lhs"] <= b["rhs"]
+    bad = runner.invoke(app, ["bound", "--data", "gmm:means=-2;0|2;0,std=0.5", "--protocol", "cond-ot",
+                              "--perturb", "shift:0.2", "--model", str(model)])
+    assert bad.exit_code != 0
 
 
 def test_reproduce_fig6_quick(tmp_path):
