@@ -473,6 +473,20 @@ def _reproduce_schedules(outdir: Path, quick: bool, tau: float, seed: int):
     return res
 
 
+def _reproduce_fig8(outdir: Path, quick: bool, tau: float, seed: int):
+    from satjax.experiments import fig8
+    from satjax.plotting import plot_fig8
+
+    res = fig8.run(quick=quick, tau=tau, seed=seed)
+    rows = [(c["loss"], c["eta"], c["c2"], c["c2_stderr"], c["ratio_eta_over_c2"], c["D0_G21"],
+             "yes" if c["holds"]["eta<=c2"] else "NO") for c in res["cases"]]
+    print_table(rows, ["model", "eta", "c2", "c2_se", "eta/c2", "D0 (G21)", "eta<=c2"])
+    _write_json_atomic(res, outdir / "fig8.json")
+    plot_fig8(res, str(outdir / "fig8.png"))
+    say(f"wrote {outdir / 'fig8.json'} and {outdir / 'fig8.png'} ({res['seconds']:.1f} s)")
+    return res
+
+
 @app.command()
 def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | schedules | all")],
               quick: Annotated[bool, typer.Option("--quick", help="Small settings for CI.")] = False,
@@ -486,15 +500,15 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | sch
         fail(f"unknown figure {name!r}; choose fig6, fig7, fig8, schedules or all")
     outdir = _prepare_out(out)
     names = FIGURES if name == "all" else (name,)
-    missing = [n for n in names if n not in ("fig6", "fig7", "schedules")]
-    if missing and name != "all":
-        _not_yet(f"reproduce {name}", 6)
+    missing = [n for n in names if n not in ("fig6", "fig7", "fig8", "schedules")]
     results = {}
     for n in names:
         if n == "fig6":
             results[n] = _reproduce_fig6(outdir, quick, tau, means, std)
         elif n == "fig7":
             results[n] = _reproduce_fig7(outdir, quick, tau, seed)
+        elif n == "fig8":
+            results[n] = _reproduce_fig8(outdir, quick, tau, seed)
         elif n == "schedules":
             results[n] = _reproduce_schedules(outdir, quick, tau, seed)
     if json_out:

@@ -82,51 +82,42 @@ def test_train_and_sample(tmp_path):
     assert bad.exit_code != 0
 
 
-def test_reproduce_fig6_quick(tmp_path):
-    res = run_ok(["reproduce", "fig6", "--quick", "--out", str(tmp_path)])
-    d = json.loads((tmp_path / "fig6.json").read_text())
-    assert d["all_inequalities_hold"] and all(d["eta_agrees_across_protocols"].values())
-    for case in d["cases"]:
+def test_reproduce_all_quick(tmp_path):
+    """`satjax reproduce all --quick`: every figure's JSON holds its inequalities (fig6: η ≤ c1 ≤
+    c2 = wD and η equal across protocols; fig7: η ≤ c1 ≤ wD, wD growing with g; fig8: η ≤ c2;
+    schedules: the optimiser beats cosine and cond-OT where c2 is exact or Monte Carlo)."""
+    res = run_ok(["reproduce", "all", "--quick", "--out", str(tmp_path)])
+    assert "holds" in res.output
+    d6 = json.loads((tmp_path / "fig6.json").read_text())
+    assert d6["all_inequalities_hold"] and all(d6["eta_agrees_across_protocols"].values())
+    for case in d6["cases"]:
         for k in ("protocol", "perturb", "eta", "c1", "c2", "wD"):
             assert k in case
         assert case["eta"] <= case["c1"] * (1 + 1e-6) and case["c1"] <= case["c2"]
-    assert (tmp_path / "fig6.png").stat().st_size > 50_000
-    assert "holds" in res.output
-
-
-def test_reproduce_fig7_quick(tmp_path):
-    run_ok(["reproduce", "fig7", "--quick", "--out", str(tmp_path)])
-    d = json.loads((tmp_path / "fig7.json").read_text())
-    assert d["all_inequalities_hold"]
-    for case in d["cases"]:
+    d7 = json.loads((tmp_path / "fig7.json").read_text())
+    assert d7["all_inequalities_hold"]
+    for case in d7["cases"]:
         for k in ("protocol", "g", "eta", "c1", "c2", "wD"):
             assert k in case
     for k in ("h", "t_fin", "tau", "perturb"):
-        assert k in d["settings"]
-    # w_D grows with the rotation g and exceeds c_2 for g > 0 (non-conservative force)
-    s = d["summary"]
+        assert k in d7["settings"]
+    s = d7["summary"]
     assert s["g=0"]["wD"] < s["g=3"]["wD"] < s["g=5"]["wD"]
     assert s["g=5"]["wD"] > s["g=5"]["c2"] + 4 * s["g=5"]["c2_stderr"]
-    assert isinstance(d["eta_grows_with_g"], bool) and d["statement"]
-    assert (tmp_path / "fig7.png").stat().st_size > 50_000
-
-
-def test_reproduce_schedules_quick(tmp_path):
-    run_ok(["reproduce", "schedules", "--quick", "--out", str(tmp_path)])
-    d = json.loads((tmp_path / "schedules.json").read_text())
-    r = d["results"]
-    # 1-D exact and Swiss roll (Monte Carlo, independent evaluation draws): beats both
-    assert r["gmm-1d"]["beats_cosine_and_condot"] and r["swissroll"]["beats_cosine_and_condot"]
-    assert r["gmm-1d"]["c2_optimised"] >= r["gmm-1d"]["W2sq_over_tau"]
-    for e in r.values():
-        for k in ("c2_cosine", "c2_condot", "c2_optimised", "W2sq_over_tau", "t", "m", "sigma"):
-            assert k in e
-    assert (tmp_path / "schedules.png").stat().st_size > 30_000
+    assert isinstance(d7["eta_grows_with_g"], bool) and d7["statement"]
+    d8 = json.loads((tmp_path / "fig8.json").read_text())
+    assert d8["all_inequalities_hold"]
+    assert {c["loss"] for c in d8["cases"]} == {"cfm", "ot-cfm"}
+    assert all(c["D0_G21"] == pytest.approx(0.25) for c in d8["cases"])  # 2 KL = δ² for shift 0.5
+    ds = json.loads((tmp_path / "schedules.json").read_text())["results"]
+    assert ds["gmm-1d"]["beats_cosine_and_condot"] and ds["swissroll"]["beats_cosine_and_condot"]
+    assert ds["gmm-1d"]["c2_optimised"] >= ds["gmm-1d"]["W2sq_over_tau"]
+    for name in ("fig6", "fig7", "fig8", "schedules"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 30_000
 
 
 @pytest.mark.parametrize("args,match", [
     (["reproduce", "fig99"], "unknown figure"),
-    (["reproduce", "fig8"], "not implemented"),
     (["reproduce", "fig6", "--out", "/proc/forbidden/x"], "--out"),
     (["path", "--data", "blob", "--protocol", "cosine"], "unknown data"),
     (["path", "--data", GMM, "--protocol", "warp"], "unknown protocol"),
