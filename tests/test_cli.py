@@ -131,3 +131,22 @@ def test_bad_input_fails_early(args, match):
     res = runner.invoke(app, args)
     assert res.exit_code != 0
     assert match in res.output
+
+
+def test_interrupted_reproduce_leaves_finished_figures(tmp_path, monkeypatch):
+    """Outputs are replaced atomically: an interruption during a later figure leaves earlier
+    figures intact and no partial files behind."""
+    from satjax.experiments import fig7
+
+    (tmp_path / "fig6.json").write_text('{"done": true}')
+    (tmp_path / "fig6.png").write_bytes(b"png")
+
+    def boom(**kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fig7, "run", boom)
+    res = runner.invoke(app, ["reproduce", "fig7", "--quick", "--out", str(tmp_path)])
+    assert res.exit_code != 0
+    assert json.loads((tmp_path / "fig6.json").read_text()) == {"done": True}
+    assert (tmp_path / "fig6.png").read_bytes() == b"png"
+    assert not list(tmp_path.glob("*.partial*")) and not (tmp_path / "fig7.json").exists()
