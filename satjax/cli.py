@@ -194,15 +194,13 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
 
 
 def _bound_learned(model, d, p, pert, data, protocol, perturb, tau, json_out):
-    """Eq. 100 with a learned velocity (1-D data)."""
+    """Eq. 100 with a learned velocity (1-D data); η, c1 from transported samples in n-D."""
     import math
 
     from satjax import bound as B
     from satjax import learn
     from satjax import reverse as R
 
-    if d.dim != 1:
-        _not_yet(f"bound --model for {d.dim}-D data", 5)
     try:
         fn, spec = learn.load_model(model)
     except ValueError as err:
@@ -215,6 +213,21 @@ def _bound_learned(model, d, p, pert, data, protocol, perturb, tau, json_out):
             fail("a score model needs a finite temperature at t = tau to act as a velocity "
                  "(Eq. 11); this protocol has m_tau = 0 — train a velocity model (cfm) instead")
         fld = R.velocity_from_score(p, fld)
+    if d.dim > 1:
+        import jax
+
+        try:
+            r = B.bound_samples(jax.random.PRNGKey(0), p, d, pert, velocity=fld)
+        except (ValueError, TypeError) as err:
+            fail(str(err))
+        payload = {"data": data, "protocol": protocol, "perturb": perturb, "tau": tau,
+                   "model": model, "method": "samples, learned velocity", **r.summary(),
+                   "holds": r.holds()}
+        print_table([(k, payload[k]) for k in ("eta", "c1", "c2", "wD", "D0", "dW1")],
+                    ["quantity", "value"])
+        say("(Eq. 100 with D_max needs the learned flow's density: available for 1-D data only)")
+        emit_json(payload, json_out)
+        return
     try:
         r = B.bound_imperfect_1d(p, d, pert, fld)
     except (ValueError, TypeError) as err:

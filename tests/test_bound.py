@@ -157,3 +157,16 @@ def test_imperfect_velocity_relation_eq100():
     r1 = B.bound_imperfect_1d(sch, Q, PT.shift(0.2), wrong)
     assert float(r1.L_alpha) == pytest.approx(0.01 * float(exact.wD) + 0.01, rel=1e-6)
     assert r1.holds()["eq100"] and float(r1.D_max) > float(exact.D0)
+
+
+def test_sample_route_with_a_given_velocity_field():
+    """bound_samples(velocity=exact field) reproduces the default; a distorted field changes ΔW1."""
+    ex = R.exact_velocity(S.cosine(), Q)
+    a = B.bound_samples(jax.random.PRNGKey(0), S.cosine(), Q, PT.shift(0.2), n=400, n_steps=40, n_save=10)
+    b = B.bound_samples(jax.random.PRNGKey(0), S.cosine(), Q, PT.shift(0.2), n=400, n_steps=40, n_save=10,
+                        velocity=ex)
+    assert float(a.eta) == pytest.approx(float(b.eta), rel=1e-10)
+    wrong = R.field(lambda p, x, t: p * ex(x, t), jnp.asarray(0.8), tau=1.0)
+    c = B.bound_samples(jax.random.PRNGKey(0), S.cosine(), Q, PT.shift(0.2), n=400, n_steps=40, n_save=10,
+                        velocity=wrong)
+    assert abs(float(c.dW1) - float(a.dW1)) > 0.01
