@@ -447,10 +447,15 @@ def _reproduce_fig6(outdir: Path, quick: bool, tau: float, means: str, std: floa
              "yes" if all(c["holds"].values()) else "NO") for c in res["cases"]]
     print_table(rows, ["protocol", "perturb", "eta", "c1", "c2", "wD", "D0", "holds"])
     say(f"eta equal across protocols: {res['eta_agrees_across_protocols']}; "
-               f"all inequalities hold: {res['all_inequalities_hold']}; {res['seconds']:.1f} s")
-    _write_json_atomic(res, outdir / "fig6.json")
-    plot_fig6(res, str(outdir / "fig6.png"))
-    say(f"wrote {outdir / 'fig6.json'} and {outdir / 'fig6.png'}")
+        f"all inequalities hold: {res['all_inequalities_hold']}")
+    return _save_figure(outdir, "fig6", res, plot_fig6)
+
+
+def _save_figure(outdir: Path, name: str, res: dict, plot_fn) -> dict:
+    """Write NAME.json and NAME.png atomically and say so."""
+    _write_json_atomic(res, outdir / f"{name}.json")
+    plot_fn(res, str(outdir / f"{name}.png"))
+    say(f"wrote {outdir / (name + '.json')} and {outdir / (name + '.png')} ({res['seconds']:.1f} s)")
     return res
 
 
@@ -462,12 +467,8 @@ def _reproduce_fig7(outdir: Path, quick: bool, tau: float, seed: int):
     rows = [(k, v["eta"], v["eta_stderr"], v["c1"], v["c2"], v["wD"], v["paper_eta"])
             for k, v in res["summary"].items()]
     print_table(rows, ["case", "eta", "eta_se", "c1", "c2", "wD", "paper eta"])
-    say(res["statement"] + f"; all inequalities hold: {res['all_inequalities_hold']}; "
-               f"{res['seconds']:.1f} s")
-    _write_json_atomic(res, outdir / "fig7.json")
-    plot_fig7(res, str(outdir / "fig7.png"))
-    say(f"wrote {outdir / 'fig7.json'} and {outdir / 'fig7.png'}")
-    return res
+    say(res["statement"] + f"; all inequalities hold: {res['all_inequalities_hold']}")
+    return _save_figure(outdir, "fig7", res, plot_fig7)
 
 
 def _reproduce_schedules(outdir: Path, quick: bool, tau: float, seed: int):
@@ -480,10 +481,7 @@ def _reproduce_schedules(outdir: Path, quick: bool, tau: float, seed: int):
             for k, v in res["results"].items()]
     print_table(rows, ["data", "c2 cosine", "c2 cond-OT", "c2 optimised", "s.e.", "W2^2/tau",
                        "gap", "beats both"])
-    _write_json_atomic(res, outdir / "schedules.json")
-    plot_schedules_study(res, str(outdir / "schedules.png"))
-    say(f"wrote {outdir / 'schedules.json'} and {outdir / 'schedules.png'} ({res['seconds']:.1f} s)")
-    return res
+    return _save_figure(outdir, "schedules", res, plot_schedules_study)
 
 
 def _reproduce_fig8(outdir: Path, quick: bool, tau: float, seed: int):
@@ -494,10 +492,7 @@ def _reproduce_fig8(outdir: Path, quick: bool, tau: float, seed: int):
     rows = [(c["loss"], c["eta"], c["c2"], c["c2_stderr"], c["ratio_eta_over_c2"], c["D0_G21"],
              "yes" if c["holds"]["eta<=c2"] else "NO") for c in res["cases"]]
     print_table(rows, ["model", "eta", "c2", "c2_se", "eta/c2", "D0 (G21)", "eta<=c2"])
-    _write_json_atomic(res, outdir / "fig8.json")
-    plot_fig8(res, str(outdir / "fig8.png"))
-    say(f"wrote {outdir / 'fig8.json'} and {outdir / 'fig8.png'} ({res['seconds']:.1f} s)")
-    return res
+    return _save_figure(outdir, "fig8", res, plot_fig8)
 
 
 @app.command()
