@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from satjax import bound as B
@@ -88,6 +88,7 @@ def test_ode_route_agrees_with_quantile_route():
 @given(m1=st.floats(-3, 0), m2=st.floats(0.5, 3), s1=st.floats(0.2, 1.0), s2=st.floats(0.2, 1.0),
        w=st.floats(0.2, 0.8), which=st.sampled_from(["cosine", "cond-ot", "vp", "polar"]),
        kind=st.sampled_from(["shift", "scale"]), amount=st.floats(0.05, 0.3), sign=st.sampled_from([-1, 1]))
+@example(m1=0.0, m2=1.0, s1=1.0, s2=1.0, w=0.5, which="cosine", kind="scale", amount=0.296875, sign=1)
 def test_property_bound_holds(m1, m2, s1, s2, w, which, kind, amount, sign):
     q = M.gmm([m1, m2], [s1, s2], [w, 1 - w])
     proto = {"cosine": S.cosine(), "cond-ot": S.cond_ot(), "vp": S.vp_linear(0.1, 12.0),
