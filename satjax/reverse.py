@@ -120,8 +120,8 @@ def _check_protocol_data(protocol, data):
                          f"dimension {data.dim}")
 
 
-class ExactVelocity(Field):
-    """The exact probability velocity ν_t(x) of Gaussian-mixture data (Eq. 1, section 2)."""
+class _MixtureField(Field):
+    """Base of the exact fields of Gaussian-mixture data under a linear force."""
 
     protocol: LinearForce
     data: GaussianMixture
@@ -130,21 +130,17 @@ class ExactVelocity(Field):
     @property
     def tau(self):
         return self.protocol.tau
+
+
+class ExactVelocity(_MixtureField):
+    """The exact probability velocity ν_t(x) of Gaussian-mixture data (Eq. 1, section 2)."""
 
     def __call__(self, x, t):
         return _fwd.velocity(self.protocol, self.data, x, t, chunk=self.chunk)
 
 
-class ExactScore(Field):
+class ExactScore(_MixtureField):
     """The exact score ∇ln P_t(x) of Gaussian-mixture data (Eq. 17)."""
-
-    protocol: LinearForce
-    data: GaussianMixture
-    chunk: Optional[int] = struct.field(pytree_node=False, default=None)
-
-    @property
-    def tau(self):
-        return self.protocol.tau
 
     def __call__(self, x, t):
         return _fwd.score(self.protocol, self.data, x, t, chunk=self.chunk)
