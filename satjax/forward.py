@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from satjax import sharding as _sh
 from satjax._util import as_float, check_time
 from satjax.forces import LinearForce
 from satjax.mixtures import GaussianMixture, evaluate
@@ -91,9 +92,24 @@ def velocity(protocol, data, x, t, *, chunk=None):
     return fields(protocol, data, x, t, chunk=chunk)["velocity"]
 
 
-def sample_marginal(key, protocol, data, t, n: int) -> jax.Array:
-    """n exact samples of P_t (Eq. 17), shape (n, d)."""
-    return marginal(protocol, data, t).sample(key, n)
+@partial(jax.jit, static_argnames=("n", "mesh"))
+def _sample_sharded(key, marg, n, mesh):
+    return _sh.constrain(marg.sample(key, n), mesh)  # each device draws its own block
+
+
+def sample_marginal(key, protocol, data, t, n: int, *, shard: _sh.ShardSpec = False) -> jax.Array:
+    """n exact samples of P_t (Eq. 17), shape (n, d).
+
+    ``shard``: split the samples over devices (``True``: all, or a mesh; see
+    :mod:`satjax.sharding`); each device draws its own block, the numbers equal the unsharded
+    ones; n must be divisible by the device count.
+    """
+    marg = marginal(protocol, data, t)
+    mesh = _sh.resolve(shard)
+    if mesh is None:
+        return marg.sample(key, n)
+    _sh.check_divisible(n, mesh)
+    return _sample_sharded(key, marg, n, mesh)
 
 
 class Trajectory(struct.PyTreeNode):
@@ -104,8 +120,8 @@ class Trajectory(struct.PyTreeNode):
     finite: jax.Array
 
 
-@partial(jax.jit, static_argnames=("n_steps", "n_save"))
-def _forward_sde(key, protocol, x0, t0, t1, n_steps, n_save):
+@partial(jax.jit, static_argnames=("n_steps", "n_save", "mesh"))
+def _forward_sde(key, protocol, x0, t0, t1, n_steps, n_save, mesh=None):
     dt = (t1 - t0) / n_steps
     every = n_steps // n_save
 
@@ -113,8 +129,8 @@ def _forward_sde(key, protocol, x0, t0, t1, n_steps, n_save):
         i, k = inp
         t = t0 + i * dt
         drift = jax.vmap(protocol.force, in_axes=(0, None))(x, t)
-        noise = jax.random.normal(k, x.shape, x.dtype)
-        x = x + drift * dt + protocol.diffusion(t) * jnp.sqrt(dt) * noise
+        noise = _sh.constrain(jax.random.normal(k, x.shape, x.dtype), mesh)
+        x = _sh.constrain(x + drift * dt + protocol.diffusion(t) * jnp.sqrt(dt) * noise, mesh)
         return x, x
 
     keys = jax.random.split(key, n_steps)
@@ -126,7 +142,7 @@ def _forward_sde(key, protocol, x0, t0, t1, n_steps, n_save):
 
 
 def forward_sde(key, protocol: LinearForce, x0, *, t0=0.0, t1=None, n_steps: int = 1000,
-                n_save: int = 10) -> Trajectory:
+                n_save: int = 10, shard: _sh.ShardSpec = False) -> Trajectory:
     """Euler–Maruyama for dx = f_t(x) dt + sqrt(2 T_t) dB (Eq. 2) from t0 to t1.
 
     Args:
@@ -137,6 +153,10 @@ def forward_sde(key, protocol: LinearForce, x0, *, t0=0.0, t1=None, n_steps: int
         singular force at τ: stop short of it).
       n_steps: Euler–Maruyama steps (weak order 1).
       n_save: number of saved states after t0 (``n_steps`` must be a multiple of it).
+      shard: split the N paths over devices (``True``: all, or a mesh; see
+        :mod:`satjax.sharding`): x0 is placed with its rows split, each device draws the noise
+        of its own paths (the same numbers as unsharded), and ``xs`` stays split along N.
+        N must be divisible by the device count.
 
     Returns:
       Trajectory with ``ts`` (n_save + 1,), ``xs`` (n_save + 1, N, d) and ``finite``.
@@ -151,4 +171,6 @@ def forward_sde(key, protocol: LinearForce, x0, *, t0=0.0, t1=None, n_steps: int
         raise ValueError(f"protocol acts in {protocol.dim} dimensions but x0 has {x0.shape[1]}")
     if n_steps < 1 or n_save < 1 or n_steps % n_save:
         raise ValueError(f"`n_steps` ({n_steps}) must be a positive multiple of `n_save` ({n_save})")
-    return _forward_sde(key, protocol, x0, as_float(t0), as_float(t1), n_steps, n_save)
+    mesh = _sh.resolve(shard)
+    x0 = _sh.shard_samples(x0, mesh)
+    return _forward_sde(key, protocol, x0, as_float(t0), as_float(t1), n_steps, n_save, mesh)

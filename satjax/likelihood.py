@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from satjax import sharding as _sh
 from satjax.reverse import Field, as_field
 
 _STEPPERS = ("euler", "heun", "rk4")
@@ -83,9 +84,21 @@ def _loglik(fld, prior_log_prob, x, probes, t0, t1, n_steps, method, exact):
                          finite=jnp.all(jnp.isfinite(lp)) & jnp.all(jnp.isfinite(xe)))
 
 
+def _probes(key, shape, dtype, mesh):
+    if mesh is None:
+        return jax.random.rademacher(key, shape).astype(dtype)
+    _sh.check_divisible(shape[0], mesh, "points")
+    return _probes_sharded(key, shape, dtype, mesh)
+
+
+@partial(jax.jit, static_argnames=("shape", "dtype", "mesh"))
+def _probes_sharded(key, shape, dtype, mesh):
+    return _sh.constrain(jax.random.rademacher(key, shape).astype(dtype), mesh)
+
+
 def log_likelihood(velocity: Field | Callable, x, *, prior_log_prob: Callable, t_start=0.0,
                    t_end, n_steps: int = 200, method: str = "rk4", divergence: str = "exact",
-                   key=None, n_probes: int = 8) -> LogLikelihood:
+                   key=None, n_probes: int = 8, shard: _sh.ShardSpec = False) -> LogLikelihood:
     """ln q_model(x) = ln P_{t_end}(x(t_end)) + ∫ ∇·ν dt along the flow from ``t_start``.
 
     Args:
@@ -98,6 +111,9 @@ def log_likelihood(velocity: Field | Callable, x, *, prior_log_prob: Callable, t
       method: "euler", "heun" or "rk4".
       divergence: "exact" (Jacobian trace) or "hutchinson" (needs ``key``).
       n_probes: Rademacher probes for Hutchinson (≥ 2, for a standard error).
+      shard: split the N points (and their probes) over devices (``True``: all, or a mesh; see
+        :mod:`satjax.sharding`); N must be divisible by the device count. Each device draws
+        the probes of its own points (the same numbers as unsharded).
 
     Returns:
       LogLikelihood with per-point ``log_prob`` and ``stderr``.
@@ -115,6 +131,7 @@ def log_likelihood(velocity: Field | Callable, x, *, prior_log_prob: Callable, t
     if not callable(prior_log_prob):
         raise TypeError("`prior_log_prob` must be a callable y -> ln P(y)")
     exact = divergence == "exact"
+    mesh = _sh.resolve(shard)
     if exact:
         probes = jnp.zeros((x.shape[0], 1, x.shape[1]), x.dtype)
     else:
@@ -122,6 +139,7 @@ def log_likelihood(velocity: Field | Callable, x, *, prior_log_prob: Callable, t
             raise ValueError("Hutchinson's estimator needs a PRNG `key`")
         if n_probes < 2:
             raise ValueError(f"`n_probes` must be >= 2 for a standard error; got {n_probes}")
-        probes = jax.random.rademacher(key, (x.shape[0], n_probes, x.shape[1])).astype(x.dtype)
+        probes = _probes(key, (x.shape[0], n_probes, x.shape[1]), x.dtype, mesh)
+    x, probes = _sh.shard_samples((x, probes), mesh)
     return _loglik(fld, prior_log_prob, x, probes, jnp.asarray(t_start, x.dtype),
                    jnp.asarray(t_end, x.dtype), int(n_steps), method, exact)

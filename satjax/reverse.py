@@ -62,6 +62,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from satjax import forward as _fwd
+from satjax import sharding as _sh
 from satjax._util import as_float, check_time, is_concrete
 from satjax.forces import LinearForce
 from satjax.forward import Trajectory
@@ -367,15 +368,15 @@ def _saved_times(t0, t1, n_save):
     return t0 + (t1 - t0) * (jnp.arange(n_save + 1) / n_save).astype(t0.dtype)
 
 
-@partial(jax.jit, static_argnames=("method", "n_steps", "n_save", "checkpoint"))
-def _ode_fixed(velocity, x0, t0, t1, method, n_steps, n_save, checkpoint):
+@partial(jax.jit, static_argnames=("method", "n_steps", "n_save", "checkpoint", "mesh"))
+def _ode_fixed(velocity, x0, t0, t1, method, n_steps, n_save, checkpoint, mesh=None):
     dt = (t1 - t0) / n_steps
     v = jax.vmap(velocity, in_axes=(0, None))
     stepper = _STEPPERS[method]
 
     def step(x, i):
         t = t0 + i * dt
-        return stepper(v, x, t, dt).astype(x.dtype)
+        return _sh.constrain(stepper(v, x, t, dt).astype(x.dtype), mesh)
 
     xs = _scan_saved(step, x0, n_steps, n_save, checkpoint)
     return Trajectory(ts=_saved_times(t0, t1, n_save), xs=xs, finite=jnp.all(jnp.isfinite(xs)))
@@ -383,7 +384,7 @@ def _ode_fixed(velocity, x0, t0, t1, method, n_steps, n_save, checkpoint):
 
 def solve_ode(velocity, x0, *, t_start, t_end, method: str = "rk4", n_steps: int = 500,
               n_save: Optional[int] = None, save_every: Optional[int] = None,
-              checkpoint: bool = False) -> Trajectory:
+              checkpoint: bool = False, shard: _sh.ShardSpec = False) -> Trajectory:
     """Fixed-step solve of the transport ODE dx/dt = ν_t(x) from t_start to t_end (either way).
 
     With t_start > t_end this is the probability-flow ODE dx/dt̃ = −ν̂_{τ−t̃}(x) of Eq. 10, 11, 15
@@ -401,6 +402,10 @@ def solve_ode(velocity, x0, *, t_start, t_end, method: str = "rk4", n_steps: int
       save_every: alternatively, save every k steps (k a divisor of n_steps).
       checkpoint: ``jax.checkpoint`` each step: reverse-mode memory O(n_steps × N × d) instead of
         all per-step residuals, at the cost of recomputing the field on the backward pass.
+      shard: split the N points over devices (``True``: all, or a mesh with a ``"samples"``
+        axis; see :mod:`satjax.sharding`): x0 is placed with its rows split and every step
+        stays on the device owning the point; ``xs`` is split along N. N must be divisible by
+        the device count; the field's leaves (parameters, data) are replicated.
 
     Returns:
       :class:`satjax.forward.Trajectory` with ``ts`` (S,), ``xs`` (S, N, d), S = n_save + 1, and
@@ -417,12 +422,15 @@ def solve_ode(velocity, x0, *, t_start, t_end, method: str = "rk4", n_steps: int
     x0 = _check_points(x0)
     t0, t1 = _times(fld, t_start, t_end, None)
     _check_field_output(fld, x0, t0, "velocity")
-    return _ode_fixed(fld, x0, t0, t1, method, n_steps, n_save, bool(checkpoint))
+    mesh = _sh.resolve(shard)
+    x0 = _sh.shard_samples(x0, mesh)
+    return _ode_fixed(fld, x0, t0, t1, method, n_steps, n_save, bool(checkpoint), mesh)
 
 
 def reverse_ode(velocity, x0, *, t_start=None, t_end=0.0, method: str = "rk4",
                 n_steps: int = 500, n_save: Optional[int] = None,
-                save_every: Optional[int] = None, checkpoint: bool = False) -> Trajectory:
+                save_every: Optional[int] = None, checkpoint: bool = False,
+                shard: _sh.ShardSpec = False) -> Trajectory:
     """Probability-flow ODE dx/dt̃ = −ν̂_{τ−t̃}(x) (Eq. 10, 11, 15): generation from P_τ.
 
     Integrates forward time t from ``t_start`` (default τ) down to ``t_end`` (default 0). With the
@@ -440,12 +448,13 @@ def reverse_ode(velocity, x0, *, t_start=None, t_end=0.0, method: str = "rk4",
     fld = as_field(velocity)
     t0, t1 = _times(fld, t_start, t_end, "reverse")
     return solve_ode(fld, x0, t_start=t0, t_end=t1, method=method, n_steps=n_steps,
-                     n_save=n_save, save_every=save_every, checkpoint=checkpoint)
+                     n_save=n_save, save_every=save_every, checkpoint=checkpoint, shard=shard)
 
 
 def forward_ode(velocity, x0, *, t_start=0.0, t_end=None, method: str = "rk4",
                 n_steps: int = 500, n_save: Optional[int] = None,
-                save_every: Optional[int] = None, checkpoint: bool = False) -> Trajectory:
+                save_every: Optional[int] = None, checkpoint: bool = False,
+                shard: _sh.ShardSpec = False) -> Trajectory:
     """Transport along the forward flow dx/dt = ν_t(x) (Eq. 1) from t_start (0) up to t_end (τ).
 
     With the exact velocity it maps P_{t_start} onto P_{t_end} (the deterministic counterpart of
@@ -457,14 +466,14 @@ def forward_ode(velocity, x0, *, t_start=0.0, t_end=None, method: str = "rk4",
     fld = as_field(velocity)
     t0, t1 = _times(fld, t_start, t_end, "forward")
     return solve_ode(fld, x0, t_start=t0, t_end=t1, method=method, n_steps=n_steps,
-                     n_save=n_save, save_every=save_every, checkpoint=checkpoint)
+                     n_save=n_save, save_every=save_every, checkpoint=checkpoint, shard=shard)
 
 
 # ------------------------------------------------------------------------------ reverse SDE
 
 
-@partial(jax.jit, static_argnames=("n_steps", "n_save", "checkpoint"))
-def _sde_fixed(key, protocol, score, x0, t0, t1, n_steps, n_save, checkpoint):
+@partial(jax.jit, static_argnames=("n_steps", "n_save", "checkpoint", "mesh"))
+def _sde_fixed(key, protocol, score, x0, t0, t1, n_steps, n_save, checkpoint, mesh=None):
     dt = (t1 - t0) / n_steps  # < 0: forward time decreases
     h = -dt  # the reverse-time step dt̃ > 0
     s = jax.vmap(score, in_axes=(0, None))
@@ -474,9 +483,10 @@ def _sde_fixed(key, protocol, score, x0, t0, t1, n_steps, n_save, checkpoint):
         t = t0 + i * dt  # left end in reverse time t̃ = τ − t
         temp = protocol.temperature(t)
         drift = -f(x, t) + 2.0 * temp * s(x, t)
-        noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
+        noise = _sh.constrain(jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype),
+                              mesh)
         x_new = x + drift * h + jnp.sqrt(2.0 * jnp.maximum(temp, 0.0) * h) * noise
-        return x_new.astype(x.dtype)
+        return _sh.constrain(x_new.astype(x.dtype), mesh)
 
     xs = _scan_saved(step, x0, n_steps, n_save, checkpoint)
     return Trajectory(ts=_saved_times(t0, t1, n_save), xs=xs, finite=jnp.all(jnp.isfinite(xs)))
@@ -484,7 +494,8 @@ def _sde_fixed(key, protocol, score, x0, t0, t1, n_steps, n_save, checkpoint):
 
 def reverse_sde(key, protocol: LinearForce, score, x0, *, t_start=None, t_end=0.0,
                 n_steps: int = 1000, n_save: Optional[int] = None,
-                save_every: Optional[int] = None, checkpoint: bool = False) -> Trajectory:
+                save_every: Optional[int] = None, checkpoint: bool = False,
+                shard: _sh.ShardSpec = False) -> Trajectory:
     """Euler–Maruyama for the reverse SDE dx = [−f + 2T s] dt̃ + sqrt(2T) dB (Eq. 8, 9).
 
     In reverse time t̃ = τ − t, from forward time ``t_start`` (default τ) down to ``t_end``
@@ -500,7 +511,8 @@ def reverse_sde(key, protocol: LinearForce, score, x0, *, t_start=None, t_end=0.
         :func:`field`.
       x0: initial points (N, d) at t_start.
       t_start, t_end: forward times in [0, τ], t_start > t_end.
-      n_steps, n_save, save_every, checkpoint: as :func:`solve_ode`.
+      n_steps, n_save, save_every, checkpoint, shard: as :func:`solve_ode`; with ``shard`` each
+        device also draws the noise of its own points (the same numbers as unsharded).
 
     Returns:
       :class:`satjax.forward.Trajectory` (``ts`` decreasing forward times).
@@ -524,7 +536,9 @@ def reverse_sde(key, protocol: LinearForce, score, x0, *, t_start=None, t_end=0.
                          f"t_end={float(t_end):g}")
     t0, t1 = as_float(t_start), as_float(t_end)
     _check_field_output(fld, x0, t0, "score")
-    return _sde_fixed(key, protocol, fld, x0, t0, t1, n_steps, n_save, bool(checkpoint))
+    mesh = _sh.resolve(shard)
+    x0 = _sh.shard_samples(x0, mesh)
+    return _sde_fixed(key, protocol, fld, x0, t0, t1, n_steps, n_save, bool(checkpoint), mesh)
 
 
 # ------------------------------------------------------------------------------- adaptive
@@ -540,10 +554,10 @@ class AdaptiveTrajectory(Trajectory):
     result: Any
 
 
-@partial(jax.jit, static_argnames=("solver", "n_save", "max_steps"))
-def _ode_adaptive(velocity, x0, t0, t1, rtol, atol, solver, n_save, max_steps):
+@partial(jax.jit, static_argnames=("solver", "n_save", "max_steps", "mesh"))
+def _ode_adaptive(velocity, x0, t0, t1, rtol, atol, solver, n_save, max_steps, mesh=None):
     def rhs(t, y, v):
-        return jax.vmap(v, in_axes=(0, None))(y, t).astype(y.dtype)
+        return _sh.constrain(jax.vmap(v, in_axes=(0, None))(y, t).astype(y.dtype), mesh)
 
     ts = _saved_times(t0, t1, n_save)
     sol = diffrax.diffeqsolve(
@@ -559,7 +573,7 @@ def _ode_adaptive(velocity, x0, t0, t1, rtol, atol, solver, n_save, max_steps):
 
 def solve_ode_adaptive(velocity, x0, *, t_start=None, t_end=0.0, solver: str = "tsit5",
                        rtol=1e-7, atol=1e-9, n_save: int = 1, max_steps: int = 4096,
-                       throw: bool = True) -> AdaptiveTrajectory:
+                       throw: bool = True, shard: _sh.ShardSpec = False) -> AdaptiveTrajectory:
     """Adaptive solve of dx/dt = ν_t(x) with diffrax (Eq. 10, 11, 15 when t_start > t_end).
 
     Defaults to the probability-flow ODE from t = τ to 0; any direction is allowed. The error
@@ -578,6 +592,8 @@ def solve_ode_adaptive(velocity, x0, *, t_start=None, t_end=0.0, solver: str = "
       throw: raise ``RuntimeError`` (eagerly; ``equinox.error_if`` under an outer jit) when the
         solve fails; with ``False`` failure is reported by ``success``/``result`` and the
         unreached saved states are ``inf`` (so ``finite`` is False).
+      shard: split the N points over devices, as :func:`solve_ode` (the error norm, hence the
+        step size, is still one for the whole batch: an all-reduce per step).
 
     Returns:
       :class:`AdaptiveTrajectory`.
@@ -600,8 +616,10 @@ def solve_ode_adaptive(velocity, x0, *, t_start=None, t_end=0.0, solver: str = "
     x0 = _check_points(x0)
     t0, t1 = _times(fld, t_start, t_end, None)
     _check_field_output(fld, x0, t0, "velocity")
+    mesh = _sh.resolve(shard)
+    x0 = _sh.shard_samples(x0, mesh)
     out = _ode_adaptive(fld, x0, t0, t1, as_float(rtol), as_float(atol), solver, n_save,
-                        max_steps)
+                        max_steps, mesh)
     if throw:
         if is_concrete(out.success):
             if not bool(out.success):

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from satjax import sharding as _sh
 from satjax._util import as_float, check_time, gauss_legendre
 from satjax.forces import LinearForce
 from satjax.forward import _check, marginal_and_rate
@@ -110,13 +111,33 @@ class Draws(struct.PyTreeNode):
     eps: jax.Array
 
 
-def draws(key, data: GaussianMixture, n: int) -> Draws:
-    """n common random draws (component index, standard normal) for ``data``'s mixture."""
+def _draws(key, data, n):
     k1, k2 = jax.random.split(key)
-    if n < 2:
-        raise ValueError(f"need at least 2 Monte-Carlo samples; got {n}")
     idx = jax.random.choice(k1, data.n_components, (n,), p=data.weights)
     return Draws(idx=idx, eps=jax.random.normal(k2, (n, data.dim), data.means.dtype))
+
+
+@partial(jax.jit, static_argnames=("n", "mesh"))
+def _draws_sharded(key, data, n, mesh):
+    return _sh.constrain(_draws(key, data, n), mesh)  # each device draws its own block
+
+
+def draws(key, data: GaussianMixture, n: int, *, shard: _sh.ShardSpec = False) -> Draws:
+    """n common random draws (component index, standard normal) for ``data``'s mixture.
+
+    ``shard``: split the n draws over devices (``True``: all; or a mesh with a ``"samples"``
+    axis; see :mod:`satjax.sharding`). Each device generates its own block; the numbers equal
+    the unsharded ones. Jit-compiled consumers (:func:`entropy_production`, ``path_cost``) then
+    keep per-sample work on the owning device and reduce over devices. n must be divisible by
+    the device count.
+    """
+    if n < 2:
+        raise ValueError(f"need at least 2 Monte-Carlo samples; got {n}")
+    mesh = _sh.resolve(shard)
+    if mesh is None:
+        return _draws(key, data, n)
+    _sh.check_divisible(n, mesh)
+    return _draws_sharded(key, data, n, mesh)
 
 
 def per_sample_mc(protocol, data, t, d: Draws, chunk=None):
@@ -211,7 +232,8 @@ def resolve_method(data: GaussianMixture, method: str) -> str:
 
 def entropy_production(protocol: LinearForce, data: GaussianMixture, *, t0=0.0, t1=None,
                        n_time: int = 64, method: str = "auto", key=None, n_samples: int = 4096,
-                       n_points: int = 4096, chunk: Optional[int] = None) -> EntropyProduction:
+                       n_points: int = 4096, chunk: Optional[int] = None,
+                       shard: _sh.ShardSpec = False) -> EntropyProduction:
     """Entropy production rates and integrals w_D, S_tot along [t0, t1] (Eq. 36–40).
 
     Args:
@@ -226,6 +248,9 @@ def entropy_production(protocol: LinearForce, data: GaussianMixture, *, t0=0.0, 
       n_samples: Monte-Carlo samples (shared by all time nodes).
       n_points: quadrature points in 1-D.
       chunk: components per chunk for large mixtures.
+      shard: for "mc", split the samples over devices (``True``: all devices, or a mesh; see
+        :mod:`satjax.sharding`); n_samples must be divisible by the device count. Ignored by
+        the deterministic methods.
 
     Returns:
       EntropyProduction; S_tot = +∞ when T_{t0} = 0.
@@ -233,12 +258,15 @@ def entropy_production(protocol: LinearForce, data: GaussianMixture, *, t0=0.0, 
     Raises:
       ValueError: unknown method, quadrature for d > 1, missing key, bad interval.
     """
-    t0, t1, method, d = prepare(protocol, data, t0, t1, method, key, n_samples)
+    t0, t1, method, d = prepare(protocol, data, t0, t1, method, key, n_samples, shard=shard)
     return _entropy_production(protocol, data, t0, t1, d, n_time, n_points, chunk, method)
 
 
-def prepare(protocol, data, t0, t1, method, key, n_samples):
-    """Validate the common arguments of path integrals; returns (t0, t1, method, draws)."""
+def prepare(protocol, data, t0, t1, method, key, n_samples, *, shard=False):
+    """Validate the common arguments of path integrals; returns (t0, t1, method, draws).
+
+    ``shard`` is passed to :func:`draws` (Monte Carlo only).
+    """
     _check(protocol, data)
     t1 = protocol.tau if t1 is None else t1
     check_time(t0, protocol.tau, "t0")
@@ -246,7 +274,7 @@ def prepare(protocol, data, t0, t1, method, key, n_samples):
     method = resolve_method(data, method)
     if method == "mc" and key is None:
         raise ValueError("method 'mc' needs a PRNG `key`")
-    d = draws(key, data, n_samples) if method == "mc" else None
+    d = draws(key, data, n_samples, shard=shard) if method == "mc" else None
     return as_float(t0), as_float(t1), method, d
 
 
@@ -280,11 +308,11 @@ def _mean_se(v):
     return jnp.mean(v), jnp.std(v, ddof=1) / jnp.sqrt(v.shape[0])
 
 
-@partial(jax.jit, static_argnames=("n_paths", "n_steps", "chunk"))
-def _path_entropy(key, protocol, data, t0, t1, n_paths, n_steps, chunk):
+@partial(jax.jit, static_argnames=("n_paths", "n_steps", "chunk", "mesh"))
+def _path_entropy(key, protocol, data, t0, t1, n_paths, n_steps, chunk, mesh=None):
     dt = (t1 - t0) / n_steps
     k0, kp = jax.random.split(key)
-    x0 = marginal_and_rate(protocol, data, t0)[0].sample(k0, n_paths)
+    x0 = _sh.constrain(marginal_and_rate(protocol, data, t0)[0].sample(k0, n_paths), mesh)
     force = jax.vmap(protocol.force, in_axes=(0, None))
 
     def nu(x, t):
@@ -304,13 +332,14 @@ def _path_entropy(key, protocol, data, t0, t1, n_paths, n_steps, chunk):
         t, t_next = t0 + i * dt, t0 + (i + 1) * dt
         T, T_next = protocol.temperature(t), protocol.temperature(t_next)
         f = force(x, t)
-        x_new = x + f * dt + jnp.sqrt(2.0 * T * dt) * jax.random.normal(k, x.shape, x.dtype)
+        noise = _sh.constrain(jax.random.normal(k, x.shape, x.dtype), mesh)
+        x_new = x + f * dt + jnp.sqrt(2.0 * T * dt) * noise
         v = nu(x, t)
         s_aux = s_aux + jnp.sum((x_new - x - f * dt) * v, -1) / T + jnp.sum(v**2, -1) * dt / T
         s_rev = s_rev + log_kernel(x_new, x, f, T) - log_kernel(x, x_new, force(x_new, t_next), T_next)
-        return (x_new, s_aux, s_rev), None
+        return _sh.constrain((x_new, s_aux, s_rev), mesh), None
 
-    zeros = jnp.zeros((n_paths,), x0.dtype)
+    zeros = _sh.constrain(jnp.zeros((n_paths,), x0.dtype), mesh)
     keys = jax.random.split(kp, n_steps)
     (x1, s_aux, s_rev), _ = jax.lax.scan(step, (x0, zeros, zeros), (jnp.arange(n_steps), keys))
     s_rev = (s_rev + marginal_and_rate(protocol, data, t0)[0].log_prob(x0)
@@ -323,12 +352,14 @@ def _path_entropy(key, protocol, data, t0, t1, n_paths, n_steps, chunk):
 
 
 def path_entropy_mc(key, protocol: LinearForce, data: GaussianMixture, *, t0, t1=None,
-                    n_paths: int = 4096, n_steps: int = 500,
-                    chunk: Optional[int] = None) -> PathEntropy:
+                    n_paths: int = 4096, n_steps: int = 500, chunk: Optional[int] = None,
+                    shard: _sh.ShardSpec = False) -> PathEntropy:
     """Path-probability estimates of S_tot and the fluctuation theorem (Eq. 41–50).
 
     Needs T > 0 on [t0, t1] (finite S_tot): start at t0 > 0 for schedules with σ_0 = 0 and
     T_0 = 0. Compare with :func:`entropy_production` ``S_tot`` on the same interval.
+    ``shard`` splits the paths over devices (``True``: all, or a mesh; :mod:`satjax.sharding`):
+    each device draws and simulates its own paths; n_paths must be divisible by the device count.
     """
     _check(protocol, data)
     t1 = protocol.tau if t1 is None else t1
@@ -338,4 +369,7 @@ def path_entropy_mc(key, protocol: LinearForce, data: GaussianMixture, *, t0, t1
         raise ValueError(f"T_t0 = 0 at t0 = {float(t0):g}: S_tot diverges; start at t0 > 0")
     if n_paths < 2 or n_steps < 1:
         raise ValueError("need n_paths >= 2 and n_steps >= 1")
-    return _path_entropy(key, protocol, data, as_float(t0), as_float(t1), n_paths, n_steps, chunk)
+    mesh = _sh.resolve(shard)
+    _sh.check_divisible(n_paths, mesh, "paths")
+    return _path_entropy(key, protocol, data, as_float(t0), as_float(t1), n_paths, n_steps, chunk,
+                         mesh)
