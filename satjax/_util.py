@@ -55,3 +55,20 @@ def as_float(x):
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
     return x
+
+
+NODE_BATCH_ELEMENTS = 1 << 22  # per-node work arrays held at once when mapping over time nodes
+
+
+def map_over_nodes(fn, ts, elements_per_node: int):
+    """``vmap(fn)(ts)`` in batches, so at most ~NODE_BATCH_ELEMENTS per-node elements live at once.
+
+    Time nodes are independent; vmapping all of them multiplies memory by their number (a
+    64-node integral over 10⁵ samples in 784-D would hold 20 GB). ``lax.map`` with a batch
+    size keeps memory bounded and the cost linear in the number of nodes.
+    """
+    n = ts.shape[0]
+    batch = int(max(1, min(n, NODE_BATCH_ELEMENTS // max(1, int(elements_per_node)))))
+    if batch >= n:
+        return jax.vmap(fn)(ts)
+    return jax.lax.map(fn, ts, batch_size=batch)

@@ -101,10 +101,6 @@ def _parse(data: str, protocol: Optional[str], tau: float):
     return d, p
 
 
-def _not_yet(name: str, issue: int):
-    fail(f"`satjax {name}` is not implemented in this version (tracked in issue {issue})", 3)
-
-
 @app.command()
 def path(data: DataSpec, protocol: ProtocolSpec, tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0,
          json_out: JsonOut = None,
@@ -508,7 +504,6 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | sch
         fail(f"unknown figure {name!r}; choose fig6, fig7, fig8, schedules or all")
     outdir = _prepare_out(out)
     names = FIGURES if name == "all" else (name,)
-    missing = [n for n in names if n not in ("fig6", "fig7", "fig8", "schedules")]
     results = {}
     for n in names:
         if n == "fig6":
@@ -522,16 +517,48 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | sch
     if json_out:
         emit_json({k: {kk: v[kk] for kk in ("cases", "all_inequalities_hold") if kk in v}
                    for k, v in results.items()}, json_out)
-    if missing:
-        _not_yet("reproduce " + ", ".join(missing), 6)
 
 
 @app.command()
-def bench(quick: Annotated[bool, typer.Option("--quick")] = False, tau: Tau = 1.0, x64: X64 = False,
-          seed: Seed = 0, json_out: JsonOut = None):
-    """Benchmarks against reference implementations (see benchmarks/)."""
-    setup(x64, tau, json_out)
-    _not_yet("bench", 7)
+def bench(quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (seconds; for CI).")] = False,
+          scaling: Annotated[bool, typer.Option("--scaling", help="Also the doubling table of c_2 (N, M, d, K).")] = False,
+          big: Annotated[bool, typer.Option("--big", help="Only the MNIST-sized c_2 run (70 000 components, 784-D, 1e5 samples; minutes).")] = False,
+          out: Annotated[str, typer.Option("--out", help="Folder for bench.json and bench.png.")] = "out",
+          json_out: JsonOut = None):
+    """Benchmarks against reference implementations in the same run (float32; see benchmarks/)."""
+    setup(False, 1.0, json_out)
+    check_writable(json_out)
+    outdir = _prepare_out(out)
+    from satjax import bench as B
+
+    if big:
+        say("MNIST-sized c_2: 70 000 components, d = 784, 100 000 samples, 2 time nodes ...")
+        res = {"machine": B.machine(), "big": B.big_c2()}
+        r = res["big"]
+        say(f"c2 = {r['c2']:.6g} in {r['seconds']:.1f} s (compile {r['compile_s']:.1f} s); "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB, XLA peak {r['peak_mb']:.0f} MB")
+        _write_json_atomic(res, outdir / "bench_big.json")
+        emit_json(res, json_out)
+        return
+    res = B.run(quick, progress=lambda s: say(f"... {s}"))
+    if scaling:
+        res["scaling"] = B.scaling(quick, progress=lambda s: say(f"... {s}"))
+    for line in B.format_rows(res["comparisons"]):
+        say(line)
+    rl = res["rooflines"]
+    say(f"machine: XLA GEMM {rl['xla_gemm_gflops']:.0f} GFLOP/s, exp {rl['xla_exp_per_ns']:.2f}/ns "
+        f"(XLA), {rl['numpy_exp_per_ns']:.2f}/ns (NumPy)")
+    if scaling:
+        print_table([[r["varied"], r["factor"], r["N"], r["M"], r["d"], r["K"], r["seconds"],
+                      r["peak_mb"], "" if r["exponent"] is None else round(r["exponent"], 2)]
+                     for r in res["scaling"]["rows"]],
+                    ["varied", "x", "N", "M", "d", "K", "seconds", "peak MB", "exponent"])
+    from satjax.plotting import plot_bench
+
+    _write_json_atomic(res, outdir / "bench.json")
+    plot_bench(res, str(outdir / "bench.png"))
+    say(f"wrote {outdir / 'bench.json'} and {outdir / 'bench.png'}")
+    emit_json(res, json_out)
 
 
 if __name__ == "__main__":  # pragma: no cover

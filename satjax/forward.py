@@ -21,7 +21,7 @@ from flax import struct
 from satjax import sharding as _sh
 from satjax._util import as_float, check_time
 from satjax.forces import LinearForce
-from satjax.mixtures import GaussianMixture, evaluate
+from satjax.mixtures import OUTPUTS, GaussianMixture, evaluate
 
 
 def _check(protocol: LinearForce, data: GaussianMixture, t=None):
@@ -50,14 +50,16 @@ def marginal_and_rate(protocol: LinearForce, data: GaussianMixture, t):
     return jax.jvp(data.push, (tr,), (dtr,))
 
 
-@partial(jax.jit, static_argnames=("chunk",))
-def _fields(protocol, data, x, t, chunk):
+@partial(jax.jit, static_argnames=("chunk", "outputs"))
+def _fields(protocol, data, x, t, chunk, outputs=OUTPUTS):
     t = as_float(t)
     marg, rate = jax.jvp(data.push, *[(v,) for v in protocol.transition_and_rate(t)])
-    return evaluate(marg, x, rate=rate, generator=protocol.rotation_generator(t), chunk=chunk)
+    return evaluate(marg, x, rate=rate, generator=protocol.rotation_generator(t), chunk=chunk,
+                    outputs=outputs)
 
 
-def fields(protocol: LinearForce, data: GaussianMixture, x, t, *, chunk: Optional[int] = None):
+def fields(protocol: LinearForce, data: GaussianMixture, x, t, *, chunk: Optional[int] = None,
+           outputs=OUTPUTS):
     """log P_t(x), ∇ ln P_t(x) and ν_t(x) in one pass (PAPER.md section 2).
 
     Args:
@@ -65,31 +67,32 @@ def fields(protocol: LinearForce, data: GaussianMixture, x, t, *, chunk: Optiona
       data: the data distribution q = P_0 as a Gaussian mixture.
       x: points (..., d).
       t: time in [0, τ].
-      chunk: components per chunk of the streaming log-sum-exp (None: all at once).
+      chunk: components per chunk of the streaming log-sum-exp (None: automatic, memory bounded).
+      outputs: the subset of ("log_prob", "score", "velocity") to compute (fewer is cheaper).
 
     Returns:
-      dict ``log_prob`` (...,), ``score`` (..., d), ``velocity`` (..., d).
+      dict with the requested ``log_prob`` (...,), ``score`` (..., d), ``velocity`` (..., d).
     """
     _check(protocol, data, t)
     x = jnp.asarray(x)
     if x.shape[-1:] != (data.dim,):
         raise ValueError(f"points must have trailing dimension {data.dim}; got shape {x.shape}")
-    return _fields(protocol, data, x, t, chunk)
+    return _fields(protocol, data, x, t, chunk, tuple(outputs))
 
 
 def log_density(protocol, data, x, t, *, chunk=None):
     """log P_t(x) (Eq. 17)."""
-    return fields(protocol, data, x, t, chunk=chunk)["log_prob"]
+    return fields(protocol, data, x, t, chunk=chunk, outputs=("log_prob",))["log_prob"]
 
 
 def score(protocol, data, x, t, *, chunk=None):
     """∇ ln P_t(x)."""
-    return fields(protocol, data, x, t, chunk=chunk)["score"]
+    return fields(protocol, data, x, t, chunk=chunk, outputs=("score",))["score"]
 
 
 def velocity(protocol, data, x, t, *, chunk=None):
     """ν_t(x) = f_t(x) − T_t ∇ ln P_t(x) (Eq. 1), in the stable form of section 2."""
-    return fields(protocol, data, x, t, chunk=chunk)["velocity"]
+    return fields(protocol, data, x, t, chunk=chunk, outputs=("velocity",))["velocity"]
 
 
 @partial(jax.jit, static_argnames=("n", "mesh"))

@@ -185,9 +185,17 @@ def _to_full(cov, kind, d):
 
 # ---------------------------------------------------------------------- evaluation engine
 
+OUTPUTS = ("log_prob", "score", "velocity")
+_TILE = 1 << 18  # elements of one (points × components) tile: ~1 MiB in float32, cache-resident
 
-def _tables(mix: GaussianMixture, rate: Optional[GaussianMixture], generator):
-    """Per-component quantities that do not depend on the point x (computed once per t)."""
+
+def _tables(mix: GaussianMixture, rate: Optional[GaussianMixture], generator, outputs):
+    """Per-component quantities that do not depend on x (computed once per t).
+
+    Returns (kind, tab, layout): ``tab`` holds the logit coefficients and, for iso/diag, the
+    feature matrix ``vals`` (K, F) whose responsibility-weighted average is needed; its first
+    column is 1 (the normaliser). ``layout`` maps feature names to column slices.
+    """
     d = mix.dim
     kind = mix.kind
     if kind == "diag" and generator is not None:
@@ -196,92 +204,135 @@ def _tables(mix: GaussianMixture, rate: Optional[GaussianMixture], generator):
         kind = "full"
     log_w = jnp.log(mix.weights)
     mu = mix.means
-    tab = {"mu": mu}
     log2pi = math.log(2.0 * math.pi)
-    if kind == "iso":
-        c = mix.cov
-        tab.update(inv=1.0 / c, const=log_w - 0.5 * d * (log2pi + jnp.log(c))
-                   - 0.5 * jnp.sum(mu**2, -1) / c)
-        tab["mu_inv"] = mu / c[:, None]
-        if rate is not None:
-            a = rate.cov / (2.0 * c)
-            tab["a"] = a
-            tab["lin"] = rate.means - a[:, None] * mu
-    elif kind == "diag":
+    feats = {}
+    if kind in ("iso", "diag"):
         c = mix.cov
         inv = 1.0 / c
-        tab.update(inv=inv, const=log_w - 0.5 * jnp.sum(log2pi + jnp.log(c), -1)
-                   - 0.5 * jnp.sum(mu**2 * inv, -1))
-        tab["mu_inv"] = mu * inv
-        if rate is not None:
+        if kind == "iso":
+            const = log_w - 0.5 * d * (log2pi + jnp.log(c)) - 0.5 * jnp.sum(mu**2, -1) * inv
+            mu_inv = mu * inv[:, None]
+        else:
+            const = log_w - 0.5 * jnp.sum(log2pi + jnp.log(c), -1) - 0.5 * jnp.sum(mu**2 * inv, -1)
+            mu_inv = mu * inv
+        tab = {"const": const, "mu_inv": mu_inv, "inv": inv}
+        col = lambda v: v[:, None] if v.ndim == 1 else v  # noqa: E731
+        feats["one"] = jnp.ones((mix.n_components, 1), mu.dtype)
+        if "score" in outputs:
+            feats["mu_inv"], feats["inv"] = mu_inv, col(inv)
+        if "velocity" in outputs:
             a = rate.cov / (2.0 * c)
-            tab["a"] = a
-            tab["lin"] = rate.means - a * mu
+            feats["lin"] = rate.means - (a[:, None] if kind == "iso" else a) * mu
+            feats["a"] = col(a)
+            if generator is not None:
+                feats["mu"] = mu
+        tab["vals"] = jnp.concatenate(list(feats.values()), axis=-1)
     else:
         C = mix.cov
         L = jnp.linalg.cholesky(C)
         eye = jnp.eye(d, dtype=C.dtype)
         P = jax.vmap(lambda l: jax.scipy.linalg.cho_solve((l, True), eye))(L)
         logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)), -1)
-        tab.update(prec=P, const=log_w - 0.5 * (d * log2pi + logdet))
-        if rate is not None:
+        tab = {"mu": mu, "prec": P, "const": log_w - 0.5 * (d * log2pi + logdet)}
+        feats["one"] = jnp.ones((mix.n_components, 1), mu.dtype)
+        if "score" in outputs:
+            feats["grad"] = mu
+        if "velocity" in outputs:
             M = 0.5 * rate.cov
             if generator is not None:
                 KC = jnp.einsum("ij,kjl->kil", generator, C)
                 M = M + 0.5 * (KC - jnp.swapaxes(KC, -1, -2))
             tab["B"] = jnp.einsum("kij,kjl->kil", M, P)
             tab["dmu"] = rate.means
-    return kind, tab
+            feats["vel"] = mu
+    layout, start = {}, 0
+    for name, v in feats.items():
+        layout[name] = slice(start, start + v.shape[-1])
+        start += v.shape[-1]
+    return kind, tab, layout
 
 
-def _chunk_terms(kind, tab, x, skew):
-    """Logits (Kc,) and the per-component values (Kc, F) whose weighted average is needed."""
-    mu = tab["mu"]
+def _tile_terms(kind, tab, layout, xb):
+    """Logits (B, C) and the weighted-average operand for a block of points and components.
+
+    iso/diag: the operand is the shared (C, F) feature matrix and logits come from one matrix
+    product; full: per point, (B, C, F).
+    """
     if kind == "iso":
-        xx = jnp.sum(x**2)
-        logits = tab["const"] + tab["mu_inv"] @ x - 0.5 * xx * tab["inv"]
-        vals = [tab["mu_inv"], tab["inv"][:, None]]
-        if "a" in tab:
-            vals += [tab["lin"], tab["a"][:, None]]
-            if skew is not None:
-                vals.append(mu)
-    elif kind == "diag":
-        logits = tab["const"] + tab["mu_inv"] @ x - 0.5 * tab["inv"] @ (x**2)
-        vals = [tab["mu_inv"], tab["inv"]]
-        if "a" in tab:
-            vals += [tab["lin"], tab["a"]]
-    else:
-        diff = x - mu
+        xx = jnp.sum(xb**2, -1)
+        logits = tab["const"] + xb @ tab["mu_inv"].T - 0.5 * xx[:, None] * tab["inv"]
+        return logits, tab["vals"]
+    if kind == "diag":
+        logits = tab["const"] + xb @ tab["mu_inv"].T - 0.5 * (xb**2) @ tab["inv"].T
+        return logits, tab["vals"]
+
+    def one(x):
+        diff = x - tab["mu"]
         pd = jnp.einsum("kij,kj->ki", tab["prec"], diff)
         logits = tab["const"] - 0.5 * jnp.sum(diff * pd, -1)
-        vals = [-pd]
-        if "B" in tab:
+        vals = [jnp.ones_like(logits)[:, None]]
+        if "grad" in layout:
+            vals.append(-pd)
+        if "vel" in layout:
             vals.append(tab["dmu"] + jnp.einsum("kij,kj->ki", tab["B"], diff))
-    return logits, jnp.concatenate(vals, axis=-1)
+        return logits, jnp.concatenate(vals, -1)
+
+    return jax.vmap(one)(xb)
 
 
-def _finish(kind, d, x, avg, has_rate, skew):
+def _weighted(e, vals):
+    return e @ vals if vals.ndim == 2 else jnp.einsum("bc,bcf->bf", e, vals)
+
+
+def _block_eval(kind, tab, layout, xb, n_chunks):
+    """Streaming log-sum-exp over component chunks for a block of points xb (B, d)."""
+    if n_chunks == 1:
+        logits, vals = _tile_terms(kind, tab, layout, xb)
+        m = jnp.max(logits, -1)
+        m = jnp.where(jnp.isfinite(m), m, 0.0)
+        acc = _weighted(jnp.exp(logits - m[:, None]), vals)
+        return m, acc
+
+    def body(carry, ch):
+        m_run, acc = carry
+        logits, vals = _tile_terms(kind, ch, layout, xb)
+        m_new = jnp.maximum(m_run, jnp.max(logits, -1))
+        m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+        e = jnp.exp(logits - m_safe[:, None])
+        acc = acc * jnp.exp(m_run - m_safe)[:, None] + _weighted(e, vals)
+        return (m_new, acc), None
+
+    F = sum(s.stop - s.start for s in layout.values())
+    B, dt = xb.shape[0], xb.dtype
+    init = (jnp.full((B,), -jnp.inf, dt), jnp.zeros((B, F), dt))
+    (m, acc), _ = jax.lax.scan(body, init, tab)
+    return jnp.where(jnp.isfinite(m), m, 0.0), acc
+
+
+def _finish(kind, layout, x, m, acc, skew, outputs):
+    s = acc[:, 0]
+    avg = {k: acc[:, v] / s[:, None] for k, v in layout.items() if k != "one"}
     out = {}
-    if kind == "iso":
-        out["score"] = avg[:d] - avg[d] * x
-        if has_rate:
-            lin, a = avg[d + 1: 2 * d + 1], avg[2 * d + 1]
-            v = lin + a * x
-            if skew is not None:
-                v = v + skew @ (x - avg[2 * d + 2: 3 * d + 2])
-            out["velocity"] = v
-    elif kind == "diag":
-        out["score"] = avg[:d] - avg[d: 2 * d] * x
-        if has_rate:
-            out["velocity"] = avg[2 * d: 3 * d] + avg[3 * d: 4 * d] * x
-    else:
-        out["score"] = avg[:d]
-        if has_rate:
-            out["velocity"] = avg[d: 2 * d]
+    if "log_prob" in outputs:
+        out["log_prob"] = m + jnp.log(s)
+    if kind == "full":
+        if "score" in outputs:
+            out["score"] = avg["grad"]
+        if "velocity" in outputs:
+            out["velocity"] = avg["vel"]
+        return out
+    if "score" in outputs:
+        out["score"] = avg["mu_inv"] - avg["inv"] * x
+    if "velocity" in outputs:
+        v = avg["lin"] + avg["a"] * x
+        if skew is not None:
+            v = v + (x - avg["mu"]) @ skew.T
+        out["velocity"] = v
     return out
 
 
-def _pad_chunks(tab, K, chunk):
+def _split_chunks(tab, K, chunk):
+    """Reshape the per-component tables into (n_chunks, chunk, ...), padding with dead components."""
     n_chunks = -(-K // chunk)
     pad = n_chunks * chunk - K
 
@@ -296,77 +347,86 @@ def _pad_chunks(tab, K, chunk):
     return {k: prep(k, v) for k, v in tab.items()}
 
 
-def _point_eval(kind, tab, x, chunk, K, skew):
-    """Streaming log-sum-exp over component chunks for one point x (d,)."""
-    if chunk is None or chunk >= K:
-        logits, vals = _chunk_terms(kind, tab, x, skew)
-        m = jnp.max(logits)
-        m = jnp.where(jnp.isfinite(m), m, 0.0)
-        e = jnp.exp(logits - m)
-        s = jnp.sum(e)
-        return m + jnp.log(s), (e @ vals) / s
+def tile_sizes(n_points: int, n_components: int, dim: int, kind: str,
+               chunk: Optional[int] = None, block: Optional[int] = None):
+    """(points per block, components per chunk) of the evaluation engine.
 
-    chunks = _pad_chunks(tab, K, chunk)
-    F = _chunk_terms(kind, jax.tree_util.tree_map(lambda v: v[0], chunks), x, skew)[1].shape[-1]
-
-    def body(carry, ch):
-        m_run, s_run, acc = carry
-        logits, vals = _chunk_terms(kind, ch, x, skew)
-        m_new = jnp.maximum(m_run, jnp.max(logits))
-        m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
-        scale = jnp.exp(m_run - m_safe)
-        e = jnp.exp(logits - m_safe)
-        return (m_new, s_run * scale + jnp.sum(e), acc * scale + e @ vals), None
-
-    dt = x.dtype
-    init = (jnp.array(-jnp.inf, dt), jnp.array(0.0, dt), jnp.zeros((F,), dt))
-    (m, s, acc), _ = jax.lax.scan(body, init, chunks)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    return m + jnp.log(s), acc / s
+    Defaults keep one (points × components) tile near 2¹⁸ elements (×d for full covariances),
+    so memory is bounded independently of N and K and the tile stays in cache.
+    """
+    per = dim if kind == "full" else 1
+    if chunk is None:
+        chunk = min(n_components, 4096 if per == 1 else max(64, _TILE // (64 * per)))
+    chunk = min(chunk, n_components)
+    if block is None:
+        block = max(8, _TILE // (chunk * per))
+    return max(1, min(block, n_points)), chunk
 
 
 def evaluate(mix: GaussianMixture, x, *, rate: Optional[GaussianMixture] = None,
-             generator=None, chunk: Optional[int] = None) -> dict:
+             generator=None, chunk: Optional[int] = None, block: Optional[int] = None,
+             outputs=OUTPUTS) -> dict:
     """log-density, score and (given the mixture's time derivative) velocity at points x.
 
     The velocity is that of section 2: Σ_k r_k(x) ν_k(x) with
     ν_k(x) = μ_k' + (C_k'/2 + W_k) C_k⁻¹ (x − μ_k), W_k = (K C_k − C_k Kᵀ)/2, where
     ``rate`` holds (μ_k', C_k') and ``generator`` is K (the part of the force matrix that is not
     a multiple of I; None for schedules). This equals A x + b + T C_k⁻¹(x − μ_k) but stays finite
-    where ∂_t ln m is singular. Responsibilities use a streaming log-sum-exp over ``chunk``
-    components at a time.
+    where ∂_t ln m is singular.
+
+    Points are processed ``block`` at a time and components ``chunk`` at a time with a streaming
+    log-sum-exp; for isotropic and diagonal mixtures each (block × chunk) tile is two matrix
+    products and one exponential per entry. Memory is O(block × chunk), independent of N and K.
 
     Args:
       mix: the mixture (P_t).
       x: points, shape (..., d).
       rate: d mix / dt (same structure), or None for no velocity.
       generator: (d, d) matrix K or None.
-      chunk: components per chunk (None: all at once).
+      chunk: components per chunk (None: automatic, see :func:`tile_sizes`).
+      block: points per block (None: automatic).
+      outputs: which of "log_prob", "score", "velocity" to compute (fewer is cheaper).
 
     Returns:
-      dict with ``log_prob`` (...,), ``score`` (..., d) and, with ``rate``, ``velocity`` (..., d).
+      dict with the requested ``log_prob`` (...,), ``score`` (..., d), ``velocity`` (..., d).
     """
     x = jnp.asarray(x, dtype=mix.means.dtype)
     d = mix.dim
     if x.shape[-1:] != (d,):
         raise ValueError(f"points must have trailing dimension {d} (the data dimension); "
                          f"got shape {x.shape}")
-    if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
-        raise ValueError(f"`chunk` must be a positive int or None; got {chunk!r}")
-    kind, tab = _tables(mix, rate, generator)
+    for name, v in (("chunk", chunk), ("block", block)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"`{name}` must be a positive int or None; got {v!r}")
+    outputs = tuple(outputs)
+    bad = [o for o in outputs if o not in OUTPUTS]
+    if bad or not outputs:
+        raise ValueError(f"`outputs` must be a non-empty subset of {OUTPUTS}; got {outputs}")
+    if "velocity" in outputs and rate is None:
+        outputs = tuple(o for o in outputs if o != "velocity")
+    kind, tab, layout = _tables(mix, rate, generator, outputs)
     skew = None
-    if generator is not None and kind == "iso":
+    if generator is not None and kind != "full":
         skew = 0.5 * (generator - generator.T)
     K = mix.n_components
-
-    def one(xi):
-        logz, avg = _point_eval(kind, tab, xi, chunk, K, skew)
-        out = _finish(kind, d, xi, avg, rate is not None, skew)
-        out["log_prob"] = logz
-        return out
-
     flat = x.reshape((-1, d))
-    res = jax.vmap(one)(flat)
+    n = flat.shape[0]
+    B, C = tile_sizes(n, K, d, kind, chunk, block)
+    n_chunks = -(-K // C)
+    if n_chunks > 1:
+        tab = _split_chunks(tab, K, C)
+
+    def run(xb):
+        m, acc = _block_eval(kind, tab, layout, xb, n_chunks)
+        return _finish(kind, layout, xb, m, acc, skew, outputs)
+
+    if B >= n:
+        res = run(flat)
+    else:
+        n_blocks = -(-n // B)
+        padded = jnp.concatenate([flat, jnp.zeros((n_blocks * B - n, d), flat.dtype)])
+        res = jax.lax.map(run, padded.reshape(n_blocks, B, d))
+        res = jax.tree_util.tree_map(lambda v: v.reshape((n_blocks * B,) + v.shape[2:])[:n], res)
     return jax.tree_util.tree_map(lambda v: v.reshape(x.shape[:-1] + v.shape[1:]), res)
 
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from satjax import thermo
+from satjax._util import map_over_nodes
 from satjax.forces import LinearForce
 from satjax.forward import marginal_and_rate
 from satjax.geometry import speed
@@ -77,7 +78,7 @@ def _path_cost(protocol, data, t0, t1, mcdraws, n_time, n_points, chunk, method,
             r = x @ _skew(protocol, t).T
             grad_part, _ = speed.project_onto_gradients(x, r, degree=degree)
             return jnp.sum(grad_part**2, -1) - jnp.sum(r**2, -1)
-        c = jax.vmap(corr)(ts)  # (n_time, N)
+        c = map_over_nodes(corr, ts, mcdraws.eps.size)  # (n_time, N)
         speed_sq = ep.kinetic + c.mean(1)
         corr_err = jnp.std(wts @ c, ddof=1) / jnp.sqrt(c.shape[1])
     c2 = wts @ speed_sq
@@ -92,7 +93,7 @@ def _path_cost(protocol, data, t0, t1, mcdraws, n_time, n_points, chunk, method,
 
 def path_cost(protocol: LinearForce, data: GaussianMixture, *, t0=0.0, t1=None, n_time: int = 64,
               method: str = "auto", key=None, n_samples: int = 4096, n_points: int = 4096,
-              degree: int = 4, chunk: Optional[int] = None) -> PathCost:
+              degree: int = 4, chunk: Optional[int] = None, shard=False) -> PathCost:
     """w_D, c_2, L_τ and S_tot of the forward path of ``data`` under ``protocol`` (Eq. 36–40, 68).
 
     Args:
@@ -105,14 +106,17 @@ def path_cost(protocol: LinearForce, data: GaussianMixture, *, t0=0.0, t1=None, 
       n_samples: Monte-Carlo samples (common to all nodes).
       n_points: quadrature points (1-D).
       degree: polynomial degree of the gradient projection for rotational forces (n-D mixtures).
-      chunk: components per chunk.
+      chunk: components per chunk (None: automatic, memory bounded).
+      shard: for "mc", split the samples over devices (``True``: all devices, or a mesh; see
+        :mod:`satjax.sharding`); n_samples must be divisible by the device count.
 
     Returns:
       PathCost. For conservative protocols c_2 = w_D exactly (v_2 = ‖ν‖ in L²(P_t)).
     """
     if degree < 1:
         raise ValueError(f"`degree` must be >= 1; got {degree}")
-    t0, t1, method, d = thermo.prepare(protocol, data, t0, t1, method, key, n_samples)
+    t0, t1, method, d = thermo.prepare(protocol, data, t0, t1, method, key, n_samples,
+                                       shard=shard)
     conservative = bool(protocol.conservative) or data.dim == 1
     return _path_cost(protocol, data, t0, t1, d, n_time, n_points, chunk, method, int(degree),
                       conservative)

@@ -229,3 +229,38 @@ def plot_fig8(res: dict, filename: str) -> None:
     fig.suptitle("Fig. 8 analogue — sklearn digits (64-D), CFM under cond-OT", fontsize=11)
     fig.tight_layout()
     _save(fig, filename)
+
+
+def plot_bench(res: dict, filename: str) -> None:
+    """Left: speedup of each comparison (reference time / satjax time, log scale) with the
+    targets; right (when present): c_2 time against the doubling factor of N, M, d, K."""
+    rows = [r for r in res.get("comparisons", []) if r.get("speedup")]
+    scal = res.get("scaling")
+    fig, axs = plt.subplots(1, 2 if scal else 1, figsize=(12 if scal else 6, 4), squeeze=False)
+    ax = axs[0, 0]
+    names = [r["name"] for r in rows]
+    ax.barh(names, [r["speedup"] for r in rows], color="tab:blue")
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.axvline(3.0, color="tab:red", lw=0.8, ls="--", label="3× target (velocity, c₂)")
+    ax.set_xscale("log")
+    ax.set_xlabel("speedup = reference time / satjax time")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{res['machine']['devices'][0]}, jax {res['machine']['jax']}", fontsize=9)
+    if scal:
+        ax = axs[0, 1]
+        base = scal["rows"][0]
+        for axis, marker in (("N", "o"), ("M", "s"), ("d", "^"), ("K", "v")):
+            pts = [base] + [r for r in scal["rows"] if r["varied"] == axis]
+            ax.plot([r["factor"] for r in pts], [r["seconds"] for r in pts], marker + "-",
+                    label=axis)
+        f = [1, max(r["factor"] for r in scal["rows"])]
+        ax.plot(f, [base["seconds"] * v for v in f], "k:", lw=0.8, label="linear")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("factor over the base size")
+        ax.set_ylabel("c₂ integral time (s)")
+        ax.legend(fontsize=8)
+        ax.set_title(f"base N={base['N']}, M={base['M']}, d={base['d']}, K={base['K']}",
+                     fontsize=9)
+    fig.tight_layout()
+    _save(fig, filename)

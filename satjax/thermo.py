@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from satjax import sharding as _sh
-from satjax._util import as_float, check_time, gauss_legendre
+from satjax._util import as_float, check_time, gauss_legendre, map_over_nodes
 from satjax.forces import LinearForce
 from satjax.forward import _check, marginal_and_rate
 from satjax.mixtures import GaussianMixture, evaluate
@@ -188,7 +188,9 @@ class EntropyProduction(struct.PyTreeNode):
 def _entropy_production(protocol, data, t0, t1, mcdraws, n_time, n_points, chunk, method):
     ts, wts = gauss_legendre(n_time, t0, t1)
     if method == "mc":
-        k, s, f = jax.vmap(lambda t: per_sample_mc(protocol, data, t, mcdraws, chunk))(ts)
+        per_node = mcdraws.eps.size
+        k, s, f = map_over_nodes(lambda t: per_sample_mc(protocol, data, t, mcdraws, chunk), ts,
+                                 per_node)
         n = k.shape[1]
         kin, sfl, ffl = k.mean(1), s.mean(1), f.mean(1)
         wd_paths = wts @ k  # per-sample path integrals (common random numbers)
@@ -197,7 +199,8 @@ def _entropy_production(protocol, data, t0, t1, mcdraws, n_time, n_points, chunk
         if method == "gaussian":
             r = jax.vmap(lambda t: rates_gaussian(protocol, data, t))(ts)
         else:
-            r = jax.vmap(lambda t: rates_1d(protocol, data, t, n_points=n_points, chunk=chunk))(ts)
+            r = map_over_nodes(lambda t: rates_1d(protocol, data, t, n_points=n_points,
+                                                  chunk=chunk), ts, n_points)
         kin, sfl, ffl = r.kinetic, r.score_flux, r.force_flux
         wd_err = jnp.zeros_like(t0)
     T = jax.vmap(protocol.temperature)(ts)

@@ -103,19 +103,14 @@ def test_four_devices_thermo():
                                     shard=True)
     close(ep2.wD, ep0.wD)
 
-    # path cost: path_cost has no `shard` keyword yet (path.py); it draws through thermo.draws,
-    # so route that to sharded draws. Cosine (whole call compiled, collectives checked) and a
-    # rotating force (gradient projection over the samples; not jittable as a whole call).
+    # path cost: cosine (whole call compiled, collectives checked) and a rotating force
+    # (gradient projection over the samples; not jittable as a whole call).
     rf = sj.RotatingForce.create(h=1.0, g=3.0, t_fin=2.0)
     pc0 = [path.path_cost(p, q, method="mc", key=KEY, n_samples=n, n_time=8) for p in (sched, rf)]
-    orig = thermo.draws
-    thermo.draws = lambda key, data, m, shard=False: orig(key, data, m, shard=True)
-    try:
-        comp = jax.jit(lambda k: path.path_cost(sched, q, method="mc", key=k, n_samples=n,
-                                                n_time=8)).lower(KEY).compile()
-        pc1 = [comp(KEY), path.path_cost(rf, q, method="mc", key=KEY, n_samples=n, n_time=8)]
-    finally:
-        thermo.draws = orig
+    comp = jax.jit(lambda k: path.path_cost(sched, q, method="mc", key=k, n_samples=n,
+                                            n_time=8, shard=True)).lower(KEY).compile()
+    pc1 = [comp(KEY), path.path_cost(rf, q, method="mc", key=KEY, n_samples=n, n_time=8,
+                                     shard=True)]
     assert collectives(comp) == {"all-reduce"}, collectives(comp)
     for a, b in zip(pc1, pc0):
         for f in ("wD", "c2", "c2_stderr", "path_length", "speed_sq"):
