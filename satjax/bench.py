@@ -186,7 +186,7 @@ def bench_ode(n, steps, repeats):
     compiled, cs, peak, sat = compile_and_time(ours, (vel, x0), repeats)
 
     def dfx(v, x):
-        term = diffrax.ODETerm(lambda t, y, args: jax.vmap(v, in_axes=(0, None))(y, t))
+        term = diffrax.ODETerm(lambda t, y, args: v.batch(y, t))
         sol = diffrax.diffeqsolve(term, diffrax.Heun(), t0=1.0, t1=0.0, dt0=-1.0 / steps, y0=x,
                                   stepsize_controller=diffrax.ConstantStepSize(),
                                   saveat=diffrax.SaveAt(t1=True), max_steps=steps + 1)

@@ -31,7 +31,7 @@ from satjax import sharding as _sh
 from satjax._util import as_float, check_time, gauss_legendre, map_over_nodes
 from satjax.forces import LinearForce
 from satjax.forward import _check, marginal_and_rate
-from satjax.mixtures import GaussianMixture, evaluate
+from satjax.mixtures import GaussianMixture, evaluate, tile_sizes
 
 
 class Rates(struct.PyTreeNode):
@@ -188,7 +188,9 @@ class EntropyProduction(struct.PyTreeNode):
 def _entropy_production(protocol, data, t0, t1, mcdraws, n_time, n_points, chunk, method):
     ts, wts = gauss_legendre(n_time, t0, t1)
     if method == "mc":
-        per_node = mcdraws.eps.size
+        n, K = mcdraws.eps.shape[0], data.n_components
+        b, c = tile_sizes(n, K, data.dim, data.kind, chunk)
+        per_node = max(mcdraws.eps.size, b * c)  # samples, or one tile of the engine
         k, s, f = map_over_nodes(lambda t: per_sample_mc(protocol, data, t, mcdraws, chunk), ts,
                                  per_node)
         n = k.shape[1]

@@ -89,13 +89,13 @@ def test_outputs_subset_is_the_same_numbers():
 
 
 def test_tile_sizes_bound_memory():
-    """Default tiles stay near 2^18 elements whatever N and K (the memory bound of the engine)."""
+    """Default tiles stay near 2^20 elements whatever N and K (the memory bound of the engine)."""
     for n, k, d, kind in [(10**5, 70_000, 784, "iso"), (10**4, 1000, 2, "diag"),
                           (10**5, 50_000, 8, "full"), (3, 2, 1, "iso")]:
         b, c = M.tile_sizes(n, k, d, kind)
         per = d if kind == "full" else 1
         assert 1 <= b <= n and 1 <= c <= k
-        assert b * c * per <= max(8 * c * per, 2**18 * 2)
+        assert b * c * per <= max(8 * c * per, 2**20 * 2)
 
 
 def test_far_points_are_finite():
