@@ -348,7 +348,7 @@ def scaling(quick: bool = False, progress: Optional[Callable[[str], None]] = Non
 
     ``exponent`` is log2(time ratio) per doubling: 1 means linear cost.
     """
-    base = dict(N=512, M=64, d=4, K=4) if quick else dict(N=8192, M=512, d=16, K=8)
+    base = dict(N=512, M=64, d=4, K=4) if quick else dict(N=16384, M=1024, d=16, K=8)
     factors = (1, 2) if quick else (1, 2, 4)
     rows = []
     for axis in ("N", "M", "d", "K"):
@@ -359,7 +359,7 @@ def scaling(quick: bool = False, progress: Optional[Callable[[str], None]] = Non
             size[axis] = base[axis] * f
             if progress:
                 progress(f"scaling: {size}")
-            r = c2_run(size["N"], size["M"], size["d"], size["K"])
+            r = c2_run(size["N"], size["M"], size["d"], size["K"], repeats=3 if quick else 5)
             r["varied"] = "base" if f == 1 else axis
             r["factor"] = f
             rows.append(r)
@@ -383,8 +383,19 @@ def big_c2(n_samples: int = 100_000, n_components: int = 70_000, dim: int = 784,
 # ---------------------------------------------------------------- the whole run
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor(),
+    return {"platform": platform.platform(), "processor": _cpu_model(),
             "cpus": os.cpu_count(), "jax": jax.__version__,
             "devices": [str(d) for d in jax.devices()]}
 
@@ -392,7 +403,7 @@ def machine() -> dict:
 def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -> dict:
     """All comparisons of issue 7 (float32); returns the JSON document."""
     q = quick
-    rep = 3 if q else 7
+    rep = 3 if q else 15
     jobs = [
         ("velocity_d2", lambda: bench_velocity(2, 1000 if q else 10_000, 100 if q else 1000, rep)),
         ("velocity_d64", lambda: bench_velocity(64, 1000 if q else 10_000, 100 if q else 1000, rep)),
