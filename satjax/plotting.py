@@ -245,14 +245,16 @@ def plot_bench(res: dict, filename: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("speedup = reference time / satjax time")
     ax.legend(fontsize=8)
-    ax.set_title(f"{res['machine']['devices'][0]}, jax {res['machine']['jax']}", fontsize=9)
+    mach = res["machine"]
+    ax.set_title(f"{mach.get('processor') or ''} ({mach.get('cpus')} CPUs), {mach['devices'][0]}, "
+                 f"jax {mach['jax']}", fontsize=9)
     if scal:
         ax = axs[0, 1]
         base = scal["rows"][0]
         for axis, marker in (("N", "o"), ("M", "s"), ("d", "^"), ("K", "v")):
             pts = [base] + [r for r in scal["rows"] if r["varied"] == axis]
             ax.plot([r["factor"] for r in pts], [r["seconds"] for r in pts], marker + "-",
-                    label=axis)
+                    label=axis, alpha=0.8)
         f = [1, max(r["factor"] for r in scal["rows"])]
         ax.plot(f, [base["seconds"] * v for v in f], "k:", lw=0.8, label="linear")
         ax.set_xscale("log", base=2)
