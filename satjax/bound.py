@@ -335,12 +335,13 @@ def _ot_velocity(proto, x, t):
 
 
 class ImperfectBoundResult(struct.PyTreeNode):
-    """Eq. 100 for a learned (imperfect) velocity ν̂ in 1-D.
+    """Eq. 100 for a learned (imperfect) velocity ν̂.
 
     ``lhs`` = |ΔW_1| / sqrt(τ D_max), ``rhs`` = sqrt(w_D) + sqrt(1 + 1/D_max) sqrt(τ L_α), with
     ΔW_1 = W_1(P_0, P̃_0) − W_1(P_τ, P̃_τ) (P_t exact, P̃_t carried by ν̂ from the perturbed
     start), D_t = χ²(P̃_t ‖ P_t) at the saved times ``ts`` (``D``), D_max = max_t D_t, and
-    τ L_α = ∫ E_{P_t}‖ν̂ − ν‖² dt.
+    τ L_α = ∫ E_{P_t}‖ν̂ − ν‖² dt. Monte-Carlo standard errors (n-D route; 0 in 1-D, where
+    everything is quadrature): ``D_stderr`` per saved time, ``L_alpha_stderr``, ``wD_stderr``.
     """
 
     ts: jax.Array
@@ -352,12 +353,16 @@ class ImperfectBoundResult(struct.PyTreeNode):
     dW1: jax.Array
     lhs: jax.Array
     rhs: jax.Array
+    D_stderr: jax.Array = 0.0
+    L_alpha_stderr: jax.Array = 0.0
+    wD_stderr: jax.Array = 0.0
 
-    def holds(self) -> dict:
-        return {"eq100": bool(float(self.lhs) <= float(self.rhs) * (1 + 1e-6))}
+    def holds(self, slack: float = 0.0) -> dict:
+        """Eq. 100, with an absolute ``slack`` on the right-hand side (e.g. a few errors)."""
+        return {"eq100": bool(float(self.lhs) <= float(self.rhs) * (1 + 1e-6) + slack)}
 
     def summary(self) -> dict:
-        keys = ("D_max", "L_alpha", "wD", "dW1", "lhs", "rhs")
+        keys = ("D_max", "L_alpha", "wD", "dW1", "lhs", "rhs", "L_alpha_stderr", "wD_stderr")
         return {k: float(getattr(self, k)) for k in keys}
 
 
@@ -386,14 +391,14 @@ def bound_imperfect_1d(protocol: LinearForce, data: GaussianMixture, perturbatio
     p_end = marginal(protocol, data, tau)
     pt_end = perturbation.apply(p_end)
     u = (jnp.arange(n_quantiles) + 0.5) / n_quantiles
-    x0 = quantile_1d(pt_end, u)
-    l0 = pt_end.log_prob(x0[:, None])
+    x0 = quantile_1d(pt_end, u)[:, None]
+    l0 = pt_end.log_prob(x0)
     xs, ls, ts = _transport_with_log_density(fld, x0, l0, tau, n_steps, n_save)
 
     def at(t, x, logpt):
         pt_ = marginal(protocol, data, t)
-        D = jnp.mean(jnp.exp(logpt - pt_.log_prob(x[:, None]))) - 1.0
-        W1 = jnp.mean(jnp.abs(quantile_1d(pt_, u) - x))
+        D = jnp.mean(jnp.exp(logpt - pt_.log_prob(x))) - 1.0
+        W1 = jnp.mean(jnp.abs(quantile_1d(pt_, u) - x[:, 0]))
         return D, W1
 
     D, W1 = jax.vmap(at)(ts, xs, ls)
@@ -415,14 +420,85 @@ def bound_imperfect_1d(protocol: LinearForce, data: GaussianMixture, perturbatio
                                 dW1=dW1, lhs=lhs, rhs=rhs)
 
 
+def bound_imperfect_samples(key, protocol: LinearForce, data: GaussianMixture,
+                            perturbation: PT.Perturbation, velocity, *, n: int = 2000,
+                            n_steps: int = 100, n_save: int = 20, n_mc: int = 4096,
+                            n_time: int = 32, backend: str = "pot") -> ImperfectBoundResult:
+    """The imperfect-velocity relation (Eq. 100) in n dimensions, from transported samples.
+
+    n samples of P_τ are carried back by the exact velocity (samples of the exact P_t) and their
+    images under the perturbation (common random numbers; fresh P̃_τ samples for perturbations
+    without a map) by ν̂ with RK4, together with ln P̃_t along each path (d ln P̃/dt = −∇·ν̂,
+    exact divergence). Then D_t = mean(P̃_t/P_t) − 1 over the P̃_t samples (exact ln P_t),
+    W_1(P_t, P̃_t) is the exact OT cost between the particle sets (POT; ``backend="ott"`` for
+    Sinkhorn), τ L_α = ∫ E_{P_t}‖ν̂ − ν‖² dt by Monte Carlo (``n_mc`` common draws, Gauss–Legendre
+    in t), w_D by :func:`satjax.path.path_cost`.
+
+    Approximate: W_1 carries the empirical-OT error of n particles, D_t the Monte-Carlo error of
+    a ratio that can be heavy-tailed (standard errors reported). With ν̂ = ν the ratio P̃_t/P_t is
+    conserved along each path, so D_t is constant up to the ODE error.
+    """
+    from satjax import reverse as R
+    from satjax import thermo
+    from satjax.geometry.distances import ot_cost
+
+    if not isinstance(protocol, LinearForce):
+        raise TypeError(f"`protocol` must be a LinearForce; got {type(protocol).__name__}")
+    if n_steps % n_save:
+        raise ValueError(f"`n_steps` ({n_steps}) must be a multiple of `n_save` ({n_save})")
+    if n < 2 or n_mc < 2:
+        raise ValueError(f"need n >= 2 and n_mc >= 2; got n={n}, n_mc={n_mc}")
+    fld = R.as_field(velocity)
+    exact = R.exact_velocity(protocol, data)
+    tau = protocol.tau
+    k1, k2, k3 = jax.random.split(key, 3)
+    p_end = marginal(protocol, data, tau)
+    pt_end = perturbation.apply(p_end)
+    xa0 = p_end.sample(k1, n)
+    xb0 = perturbation.push_samples(xa0, p_end)
+    xb0 = pt_end.sample(k2, n) if xb0 is None else xb0
+    xa = R.reverse_ode(exact, xa0, t_start=tau, n_steps=n_steps, n_save=n_save)
+    xs, ls, ts = _transport_with_log_density(fld, xb0, pt_end.log_prob(xb0), tau, n_steps,
+                                             n_save)
+
+    def chi2(t, x, logpt):
+        r = jnp.exp(logpt - marginal(protocol, data, t).log_prob(x))
+        return jnp.mean(r) - 1.0, jnp.std(r, ddof=1) / jnp.sqrt(r.shape[0])
+
+    D, D_se = jax.vmap(chi2)(ts, xs, ls)
+    W1 = jnp.asarray([float(ot_cost(a, b, p=1, backend=backend).cost)
+                      for a, b in zip(xa.xs, xs)])
+    draws = thermo.draws(k3, data, n_mc)
+    tg, wg = gauss_legendre(n_time, 0.0, tau)
+
+    def resid(t):
+        x = marginal(protocol, data, t).sample_given(draws.idx, draws.eps)
+        return jnp.sum((R._batched(fld)(x, t) - exact.batch(x, t)) ** 2, -1)
+
+    per_sample = wg @ jax.lax.map(resid, tg)  # τ L_α per path (common random numbers)
+    tau_L = jnp.mean(per_sample)
+    tau_L_se = jnp.std(per_sample, ddof=1) / jnp.sqrt(n_mc)
+    pc = sjpath.path_cost(protocol, data, key=k3, n_samples=n_mc, n_time=n_time)
+    D_max = jnp.max(D)
+    dW1 = W1[-1] - W1[0]
+    lhs = jnp.abs(dW1) / jnp.sqrt(tau * D_max)
+    rhs = jnp.sqrt(pc.wD) + jnp.sqrt(1.0 + 1.0 / D_max) * jnp.sqrt(tau_L)
+    return ImperfectBoundResult(ts=ts, W1=W1, D=D, D_max=D_max, L_alpha=tau_L / tau, wD=pc.wD,
+                                dW1=dW1, lhs=lhs, rhs=rhs, D_stderr=D_se,
+                                L_alpha_stderr=tau_L_se / tau, wD_stderr=pc.wD_stderr)
+
+
 @partial(jax.jit, static_argnames=("n_steps", "n_save"))
 def _transport_with_log_density(fld, x0, l0, tau, n_steps, n_save):
-    """RK4 from t = τ to 0 for (x, ln P̃) with dx/dt = ν̂, d ln P̃/dt = −∂_x ν̂ (1-D)."""
+    """RK4 from t = τ to 0 for (x, ln P̃) with dx/dt = ν̂, d ln P̃/dt = −∇·ν̂ (exact divergence,
+    the trace of the Jacobian); x0 (n, d), l0 (n,)."""
     dt = -tau / n_steps
 
     def rhs(x, t):
-        v, dv = jax.vmap(jax.value_and_grad(lambda xi: fld(xi[None], t)[0]))(x)
-        return v, -dv
+        def one(xi):
+            jac, v = jax.jacfwd(lambda y: (fld(y, t),) * 2, has_aux=True)(xi)
+            return v, -jnp.trace(jac)
+        return jax.vmap(one)(x)
 
     def step(carry, i):
         x, l = carry

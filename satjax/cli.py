@@ -143,7 +143,8 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
           tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
           plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of v_loss^2, T S_tot and W1 over t.")] = None,
           model: Annotated[Optional[str], typer.Option("--model", help="Learned velocity (model folder).")] = None,
-          n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 48):
+          n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 48,
+          samples: Annotated[int, typer.Option("--samples", help="n-D: particles per transported set.")] = 1000):
     """The speed-accuracy relation eta <= c1 <= c2 (<= wD) for a reverse-start perturbation."""
     setup(x64, tau, json_out)
     check_writable(json_out)
@@ -155,12 +156,15 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     except ValueError as err:
         fail(str(err))
     d, p = _parse(data, protocol, tau)
+    if samples < 2 or n_time < 2:
+        fail(f"--samples and --n-time must be >= 2; got {samples} and {n_time}")
     import jax
 
     from satjax import bound as B
 
     if model is not None:
-        _bound_learned(model, d, p, pert, data, protocol, perturb, tau, json_out)
+        _bound_learned(model, d, p, pert, data, protocol, perturb, tau, json_out, seed, samples,
+                       n_time)
         return
 
     try:
@@ -168,7 +172,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
             r = B.bound_1d(p, d, pert, n_time=n_time)
             method, ts = "exact-1d", r.ts
         else:
-            r = B.bound_samples(jax.random.PRNGKey(seed), p, d, pert)
+            r = B.bound_samples(jax.random.PRNGKey(seed), p, d, pert, n=samples)
             method, ts = "samples", r.t_mid
     except (ValueError, TypeError) as err:
         fail(str(err))
@@ -189,8 +193,9 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
         say(f"wrote {plot}")
 
 
-def _bound_learned(model, d, p, pert, data, protocol, perturb, tau, json_out):
-    """Eq. 100 with a learned velocity (1-D data); η, c1 from transported samples in n-D."""
+def _bound_learned(model, d, p, pert, data, protocol, perturb, tau, json_out, seed, samples,
+                   n_time):
+    """Eq. 100 with a learned velocity: exact in 1-D; in n-D by samples, with η and c1."""
     import math
 
     from satjax import bound as B
@@ -213,15 +218,24 @@ def _bound_learned(model, d, p, pert, data, protocol, perturb, tau, json_out):
         import jax
 
         try:
-            r = B.bound_samples(jax.random.PRNGKey(0), p, d, pert, velocity=fld)
+            k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+            r = B.bound_samples(k1, p, d, pert, velocity=fld, n=samples, n_time=n_time)
+            r100 = B.bound_imperfect_samples(k2, p, d, pert, fld, n=samples, n_time=n_time)
         except (ValueError, TypeError) as err:
             fail(str(err))
+        eq100 = {k: v for k, v in r100.summary().items() if k not in ("wD", "dW1")}
         payload = {"data": data, "protocol": protocol, "perturb": perturb, "tau": tau,
-                   "model": model, "method": "samples, learned velocity", **r.summary(),
-                   "holds": r.holds()}
-        print_table([(k, payload[k]) for k in ("eta", "c1", "c2", "wD", "D0", "dW1")],
+                   "model": model, "method": "samples, learned velocity (Eq. 100 by samples)",
+                   **r.summary(), "eq100": {**eq100, "dW1": float(r100.dW1),
+                                            "t": [float(v) for v in r100.ts],
+                                            "D": [float(v) for v in r100.D],
+                                            "D_stderr": [float(v) for v in r100.D_stderr]},
+                   "holds": {**r.holds(), **r100.holds()}}
+        print_table([(k, payload[k]) for k in ("eta", "c1", "c2", "wD", "D0", "dW1")]
+                    + [(k, eq100[k]) for k in ("D_max", "L_alpha", "lhs", "rhs")],
                     ["quantity", "value"])
-        say("(Eq. 100 with D_max needs the learned flow's density: available for 1-D data only)")
+        say(f"Eq. 100 (by samples) |dW1|/sqrt(tau D_max) <= sqrt(wD) + sqrt(1 + 1/D_max) "
+            f"sqrt(tau L_alpha): {'holds' if r100.holds()['eq100'] else 'VIOLATED'}")
         emit_json(payload, json_out)
         return
     try:

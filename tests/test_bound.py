@@ -13,6 +13,7 @@ from satjax import perturb as PT
 from satjax import reverse as R
 from satjax import schedules as S
 from satjax.geometry.distances import quantile_1d, w2_squared_1d
+from satjax.forward import marginal as sj_marginal
 from satjax.geometry.ot_protocol import ot_protocol
 
 Q = M.gmm([-2.0, 2.0], 0.5)  # PAPER.md Eq. 96 defaults
@@ -158,6 +159,53 @@ def test_imperfect_velocity_relation_eq100():
     r1 = B.bound_imperfect_1d(sch, Q, PT.shift(0.2), wrong)
     assert float(r1.L_alpha) == pytest.approx(0.01 * float(exact.wD) + 0.01, rel=1e-6)
     assert r1.holds()["eq100"] and float(r1.D_max) > float(exact.D0)
+
+
+Q2 = M.gmm([[-1.5, 0.0], [1.5, 0.5]], 0.4)
+
+
+def test_imperfect_relation_nd_exact_velocity():
+    """n-D Eq. 100 with ν̂ = ν: L_α = 0 exactly and P̃_t/P_t is conserved along each path, so the
+    sample D_t is the same at every saved time (to the RK4 error); D_0 matches the Monte-Carlo
+    Pearson divergence of the two exact start mixtures."""
+    sch = S.cosine()
+    ex = R.exact_velocity(sch, Q2)
+    r = B.bound_imperfect_samples(jax.random.PRNGKey(0), sch, Q2, PT.shift(0.2), ex, n=400,
+                                  n_steps=40, n_save=8, n_mc=512, n_time=8)
+    assert float(r.L_alpha) == 0.0
+    np.testing.assert_allclose(r.D, float(r.D[0]), rtol=2e-5)  # RK4, 40 steps
+    p_end = sj_marginal(sch, Q2, 1.0)
+    d0 = PT.pearson(PT.shift(0.2).apply(p_end), p_end, key=jax.random.PRNGKey(9), n_samples=200_000)
+    assert float(r.D[0]) == pytest.approx(float(d0.value), abs=4 * float(r.D_stderr[0] + d0.stderr))
+    assert r.holds()["eq100"]
+
+
+def test_imperfect_relation_nd_distorted_velocity_closed_form():
+    """ν̂ = 1.1 ν + 0.1·1 in 2-D: τL_α = 0.01 w_D + 0.02 (E_{P_τ} − E_{P_0})[x·1] + 0.01 d τ,
+    since ∫E_{P_t}ν dt is the mean displacement; P_τ = N(0, I) for cosine."""
+    sch = S.cosine()
+    ex = R.exact_velocity(sch, Q2)
+    wrong = R.field(lambda p, x, t: 1.1 * ex(x, t) + p, jnp.asarray(0.1), tau=1.0)
+    r = B.bound_imperfect_samples(jax.random.PRNGKey(1), sch, Q2, PT.shift(0.2), wrong, n=400,
+                                  n_steps=40, n_save=8, n_mc=8192, n_time=16)
+    closed = 0.01 * float(r.wD) + 0.02 * (0.0 - float(jnp.sum(Q2.mean()))) + 0.01 * 2
+    assert float(r.L_alpha) == pytest.approx(closed, abs=4 * float(r.L_alpha_stderr))
+    assert float(r.D_max) > float(r.D[0])  # the wrong flow moves P̃_t away from P_t
+    assert r.holds()["eq100"]
+
+
+def test_imperfect_relation_nd_route_agrees_with_1d_exact():
+    """The sample route on 1-D data against the quadrature route (bound_imperfect_1d)."""
+    sch = S.cosine()
+    ex = R.exact_velocity(sch, Q)
+    wrong = R.field(lambda p, x, t: 1.1 * ex(x, t) + p, jnp.asarray(0.1), tau=1.0)
+    a = B.bound_imperfect_1d(sch, Q, PT.shift(0.2), wrong, n_steps=40, n_save=8)
+    b = B.bound_imperfect_samples(jax.random.PRNGKey(2), sch, Q, PT.shift(0.2), wrong, n=2000,
+                                  n_steps=40, n_save=8, n_mc=4096, n_time=32)
+    np.testing.assert_allclose(b.ts, a.ts, rtol=1e-12)
+    assert float(b.L_alpha) == pytest.approx(float(a.L_alpha), abs=4 * float(b.L_alpha_stderr))
+    np.testing.assert_allclose(b.D, a.D, atol=4 * float(jnp.max(b.D_stderr)))
+    assert float(b.dW1) == pytest.approx(float(a.dW1), abs=0.03)  # empirical W_1 of 2000 points
 
 
 def test_sample_route_with_a_given_velocity_field():

@@ -82,6 +82,23 @@ def test_train_and_sample(tmp_path):
     assert bad.exit_code != 0 and "dimension" in bad.output
 
 
+def test_bound_with_learned_model_nd(tmp_path):
+    """2-D: `bound --model` reports η, c1 by samples and Eq. 100 by samples (D_t along the
+    learned flow with its exact divergence), and the relation holds."""
+    model = tmp_path / "m2"
+    data = "gmm:means=-1.5;0|1.5;0.5,std=0.4"
+    run_ok(["train", "--data", data, "--protocol", "cond-ot", "--loss", "cfm", "--steps", "200",
+            "--out", str(model)])
+    bj = tmp_path / "b2.json"
+    run_ok(["bound", "--data", data, "--protocol", "cond-ot", "--perturb", "shift:0.2",
+            "--model", str(model), "--samples", "300", "--n-time", "16", "--json", str(bj)])
+    b = json.loads(bj.read_text())
+    e = b["eq100"]
+    assert b["holds"]["eq100"] and e["lhs"] <= e["rhs"]
+    assert e["L_alpha"] > 0 and e["D_max"] >= max(e["D"]) - 1e-12 and len(e["D"]) == len(e["t"])
+    assert b["eta"] <= b["c1"] * (1 + 1e-6) + 0.05
+
+
 def test_reproduce_all_quick(tmp_path):
     """`satjax reproduce all --quick`: every figure's JSON holds its inequalities (fig6: η ≤ c1 ≤
     c2 = wD and η equal across protocols; fig7: η ≤ c1 ≤ wD, wD growing with g; fig8: η ≤ c2;
