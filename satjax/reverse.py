@@ -240,7 +240,7 @@ def exact_velocity(protocol: LinearForce, data: GaussianMixture, *,
     Args:
       protocol: schedule or linear force.
       data: q = P_0 as a Gaussian mixture.
-      chunk: components per chunk of the log-sum-exp (None: all at once).
+      chunk: components per chunk of the log-sum-exp (None: automatic, memory bounded).
 
     Returns:
       :class:`ExactVelocity`, callable ``(x (d,), t) -> (d,)``.

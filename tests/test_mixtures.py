@@ -89,13 +89,15 @@ def test_outputs_subset_is_the_same_numbers():
 
 
 def test_tile_sizes_bound_memory():
-    """Default tiles stay near 2^20 elements whatever N and K (the memory bound of the engine)."""
-    for n, k, d, kind in [(10**5, 70_000, 784, "iso"), (10**4, 1000, 2, "diag"),
-                          (10**5, 50_000, 8, "full"), (3, 2, 1, "iso")]:
-        b, c = M.tile_sizes(n, k, d, kind)
-        per = d if kind == "full" else 1
-        assert 1 <= b <= n and 1 <= c <= k
-        assert b * c * per <= max(8 * c * per, 2**20 * 2)
+    """Default tiles hold 2^20 (points × components) elements (×d for full covariances), at most
+    4096 components per chunk, whatever N and K: the memory bound of the engine."""
+    cases = {(10**5, 70_000, 784, "iso"): (256, 4096),      # 2^20 / 4096 points per block
+             (10**4, 1000, 2, "diag"): (1048, 1000),       # all components, 2^20 // 1000 points
+             (10**5, 50_000, 8, "full"): (64, 2048),       # 2^20 / (64·8) comps, 2^20 / (2048·8) points
+             (3, 2, 1, "iso"): (3, 2)}                     # small problems: one tile
+    for (n, k, d, kind), expect in cases.items():
+        assert M.tile_sizes(n, k, d, kind) == expect
+    assert M.tile_sizes(10**4, 1000, 2, "iso", chunk=100, block=7) == (7, 100)
 
 
 def test_far_points_are_finite():
