@@ -377,7 +377,7 @@ def tile_sizes(n_points: int, n_components: int, dim: int, kind: str,
 
 def evaluate(mix: GaussianMixture, x, *, rate: Optional[GaussianMixture] = None,
              generator=None, chunk: Optional[int] = None, block: Optional[int] = None,
-             outputs=OUTPUTS) -> dict:
+             outputs=None) -> dict:
     """log-density, score and (given the mixture's time derivative) velocity at points x.
 
     The velocity is that of section 2: Σ_k r_k(x) ν_k(x) with
@@ -397,7 +397,8 @@ def evaluate(mix: GaussianMixture, x, *, rate: Optional[GaussianMixture] = None,
       generator: (d, d) matrix K or None.
       chunk: components per chunk (None: automatic, see :func:`tile_sizes`).
       block: points per block (None: automatic).
-      outputs: which of "log_prob", "score", "velocity" to compute (fewer is cheaper).
+      outputs: which of "log_prob", "score", "velocity" to compute (fewer is cheaper); None:
+        all that the arguments allow (no velocity without ``rate``).
 
     Returns:
       dict with the requested ``log_prob`` (...,), ``score`` (..., d), ``velocity`` (..., d).
@@ -410,12 +411,14 @@ def evaluate(mix: GaussianMixture, x, *, rate: Optional[GaussianMixture] = None,
     for name, v in (("chunk", chunk), ("block", block)):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ValueError(f"`{name}` must be a positive int or None; got {v!r}")
+    if outputs is None:
+        outputs = OUTPUTS if rate is not None else OUTPUTS[:2]
     outputs = tuple(outputs)
     bad = [o for o in outputs if o not in OUTPUTS]
     if bad or not outputs:
         raise ValueError(f"`outputs` must be a non-empty subset of {OUTPUTS}; got {outputs}")
     if "velocity" in outputs and rate is None:
-        outputs = tuple(o for o in outputs if o != "velocity")
+        raise ValueError("the velocity needs the mixture's time derivative: pass `rate`")
     kind, tab, layout = _tables(mix, rate, generator, outputs)
     skew = None
     if generator is not None and kind != "full":

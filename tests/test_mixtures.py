@@ -86,6 +86,9 @@ def test_outputs_subset_is_the_same_numbers():
         M.evaluate(mix, x, outputs=("density",))
     with pytest.raises(ValueError, match="block"):
         M.evaluate(mix, x, block=0)
+    with pytest.raises(ValueError, match="rate"):
+        M.evaluate(mix, x, outputs=("velocity",))
+    assert set(M.evaluate(mix, x)) == {"log_prob", "score"}
 
 
 def test_tile_sizes_bound_memory():
