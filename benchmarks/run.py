@@ -9,7 +9,6 @@ No timing is asserted anywhere; tests only run ``--quick`` and check the JSON's 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -27,8 +26,7 @@ def main(argv=None):
     for line in bench.format_rows(out["comparisons"]):
         print(line)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2, default=float)
+        bench.write_json(out, args.json)
     return out
 
 

@@ -37,8 +37,7 @@ def main(argv=None):
             print(f"{r['varied']:>4s} x{r['factor']}  N={r['N']:6d} M={r['M']:5d} d={r['d']:3d} "
                   f"K={r['K']:3d}  {r['seconds'] * 1e3:9.1f} ms  peak {r['peak_mb']:8.1f} MB{exp}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2, default=float)
+        bench.write_json(out, args.json)
     return out
 
 

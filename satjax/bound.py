@@ -473,7 +473,7 @@ def bound_imperfect_samples(key, protocol: LinearForce, data: GaussianMixture,
 
     def resid(t):
         x = marginal(protocol, data, t).sample_given(draws.idx, draws.eps)
-        return jnp.sum((R._batched(fld)(x, t) - exact.batch(x, t)) ** 2, -1)
+        return jnp.sum((fld.batch(x, t) - exact.batch(x, t)) ** 2, -1)
 
     per_sample = wg @ jax.lax.map(resid, tg)  # τ L_α per path (common random numbers)
     tau_L = jnp.mean(per_sample)

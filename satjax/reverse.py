@@ -90,10 +90,6 @@ class Field(struct.PyTreeNode):
         return jax.vmap(self, in_axes=(0, None))(x, t)
 
 
-def _batched(field):
-    return field.batch if isinstance(field, Field) else jax.vmap(field, in_axes=(0, None))
-
-
 class ParamField(Field):
     """``fn(params, x, t)`` with a static ``fn`` and a pytree of arrays ``params``.
 
@@ -176,7 +172,7 @@ class VelocityFromScore(Field):
 
     def batch(self, x, t):
         f = jax.vmap(self.protocol.force, in_axes=(0, None))(x, t)
-        return f - self.protocol.temperature(t) * _batched(self.score)(x, t)
+        return f - self.protocol.temperature(t) * self.score.batch(x, t)
 
 
 class ScoreFromVelocity(Field):
@@ -194,7 +190,7 @@ class ScoreFromVelocity(Field):
 
     def batch(self, x, t):
         f = jax.vmap(self.protocol.force, in_axes=(0, None))(x, t)
-        return (f - _batched(self.velocity)(x, t)) / self.protocol.temperature(t)
+        return (f - self.velocity.batch(x, t)) / self.protocol.temperature(t)
 
 
 def as_field(fn) -> Field:
@@ -393,7 +389,7 @@ def _saved_times(t0, t1, n_save):
 @partial(jax.jit, static_argnames=("method", "n_steps", "n_save", "checkpoint", "mesh"))
 def _ode_fixed(velocity, x0, t0, t1, method, n_steps, n_save, checkpoint, mesh=None):
     dt = (t1 - t0) / n_steps
-    v = _batched(velocity)
+    v = velocity.batch
     stepper = _STEPPERS[method]
 
     def step(x, i):
@@ -498,7 +494,7 @@ def forward_ode(velocity, x0, *, t_start=0.0, t_end=None, method: str = "rk4",
 def _sde_fixed(key, protocol, score, x0, t0, t1, n_steps, n_save, checkpoint, mesh=None):
     dt = (t1 - t0) / n_steps  # < 0: forward time decreases
     h = -dt  # the reverse-time step dt̃ > 0
-    s = _batched(score)
+    s = score.batch
     f = jax.vmap(protocol.force, in_axes=(0, None))
 
     def step(x, i):
@@ -579,7 +575,7 @@ class AdaptiveTrajectory(Trajectory):
 @partial(jax.jit, static_argnames=("solver", "n_save", "max_steps", "mesh"))
 def _ode_adaptive(velocity, x0, t0, t1, rtol, atol, solver, n_save, max_steps, mesh=None):
     def rhs(t, y, v):
-        return _sh.constrain(_batched(v)(y, t).astype(y.dtype), mesh)
+        return _sh.constrain(v.batch(y, t).astype(y.dtype), mesh)
 
     ts = _saved_times(t0, t1, n_save)
     sol = diffrax.diffeqsolve(
