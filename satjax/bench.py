@@ -27,12 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from satjax import forward as F
 from satjax import mixtures as M
 from satjax import path as P
 from satjax import reverse as R
 from satjax import schedules as S
-from satjax import thermo
+from satjax.estimators import MonteCarlo
+from satjax.protocol import draws as make_draws
 
 NAMES = ("velocity_d2", "velocity_d64", "c2_integral", "ode_vs_diffrax", "w1_vs_pot",
          "w2_vs_pot", "cfm_step_vs_torch")
@@ -134,7 +134,7 @@ def bench_velocity(d, n, m, repeats):
                              kind="iso")
     sch = S.Cosine(tau=jnp.asarray(1.0, jnp.float32))
     t = jnp.asarray(0.5, jnp.float32)
-    fn = jax.jit(lambda sch, data, x, t: F._fields(sch, data, x, t, None, ("velocity",))["velocity"])
+    fn = jax.jit(lambda sch, data, x, t: sch.fields(data, x, t, ("velocity",)).velocity)
     args = (sch, data, jnp.asarray(x), t)
     compiled, cs, peak, sat = compile_and_time(fn, args, repeats)
     ref = median_time(lambda: numpy_velocity(x, 0.5, mu, var, w), repeats)
@@ -153,14 +153,15 @@ def _c2_fn(n_time: int):
     """The jitted c_2 integral on [0, τ] by Monte Carlo (conservative protocol: c_2 = w_D)."""
     def c2(sch, data, draws):
         zero = jnp.zeros((), sch.tau.dtype)
-        return P._path_cost(sch, data, zero, sch.tau, draws, n_time, 16, None, "mc", 2, True).c2
+        est = MonteCarlo(n=draws.n, draws=draws)
+        return P.path_cost_kernel(sch, data, est, zero, sch.tau, n_time).c2.value
     return jax.jit(c2)
 
 
 def bench_c2(n, k, repeats):
     data = _f32(M.swiss_roll(n=400))
     sch = S.Cosine(tau=jnp.asarray(1.0, jnp.float32))
-    draws = thermo.draws(jax.random.PRNGKey(0), data, n)
+    draws = make_draws(jax.random.PRNGKey(0), data, n)
     compiled, cs, peak, sat = compile_and_time(_c2_fn(k), (sch, data, draws), repeats)
     mu, var, w = (np.asarray(data.means), np.asarray(data.cov), np.asarray(data.weights))
     idx, eps = np.asarray(draws.idx), np.asarray(draws.eps)
@@ -194,7 +195,8 @@ def bench_ode(n, steps, repeats):
     vel = R.exact_velocity(sch, data)
     x0 = jax.random.normal(jax.random.PRNGKey(0), (n, 2), jnp.float32)
     one, zero = jnp.asarray(1.0, jnp.float32), jnp.asarray(0.0, jnp.float32)
-    ours = jax.jit(lambda v, x: R._ode_fixed(v, x, one, zero, "heun", steps, 1, False).xs[-1])
+    ours = jax.jit(lambda v, x: R.solve_ode(v, x, t_start=one, t_end=zero, method="heun",
+                                            n_steps=steps).xs[-1])
     compiled, cs, peak, sat = compile_and_time(ours, (vel, x0), repeats)
 
     def dfx(v, x):
@@ -270,7 +272,6 @@ def _torch_mlp(torch, dim, width, depth, n_freq):
 
 def bench_cfm(batch, width, repeats):
     from satjax import learn
-    from satjax.learn.train import _sample
 
     depth, n_freq = 3, 16
     spec = learn.ModelSpec(dim=2, width=width, depth=depth, n_freq=n_freq)
@@ -278,8 +279,8 @@ def bench_cfm(batch, width, repeats):
     init_fn, step_fn = learn.make_train_step(spec, sch, loss="cfm", lr=1e-3)
     state = init_fn(jax.random.PRNGKey(0))
     n_params = sum(v.size for v in jax.tree_util.tree_leaves(state.params))
-    batch_ = _sample(_f32(M.gmm([[-2.0, 0.0], [2.0, 0.0]], 0.5)), jax.random.PRNGKey(1), batch,
-                     jnp.float32)
+    batch_ = learn.sample_batch(_f32(M.gmm([[-2.0, 0.0], [2.0, 0.0]], 0.5)),
+                                jax.random.PRNGKey(1), batch, jnp.float32)
     key = jax.random.PRNGKey(2)
     t0 = time.perf_counter()
     jax.block_until_ready(step_fn(state, batch_, key))
@@ -332,7 +333,7 @@ def c2_run(n_samples: int, n_components: int, dim: int, n_time: int, repeats: in
     """Time, compile time and XLA peak memory of the c_2 integral (cosine, float32, MC)."""
     data = synthetic_mixture(n_components, dim)
     sch = S.Cosine(tau=jnp.asarray(1.0, jnp.float32))
-    draws = thermo.draws(jax.random.PRNGKey(0), data, n_samples)
+    draws = make_draws(jax.random.PRNGKey(0), data, n_samples)
     fn = _c2_fn(n_time)
     if repeats == 0:  # long runs: one call, timed, whose value is the result
         compiled, cs, peak = compile_only(fn, (sch, data, draws))
@@ -427,13 +428,43 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
 
 
 def write_json(doc: dict, path: str) -> None:
-    """Write a results document atomically (a temporary file renamed into place)."""
-    import json
+    """Write a results document atomically as strict JSON (:func:`satjax.report.write_json`)."""
+    from satjax.report import write_json as _write
 
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2, default=float)
-    os.replace(tmp, path)
+    _write(doc, path)
+
+
+def run_cli(folder, *, quick: bool = False, scaling_table: bool = False, big: bool = False,
+            say=print, **kw) -> dict:
+    """What ``satjax bench`` does: the comparisons (or the MNIST-sized run), printed, and
+    ``bench.json`` / ``bench.png`` written into ``folder``."""
+    from pathlib import Path
+
+    from satjax.plotting import plot_bench
+    from satjax.report import write_png
+
+    folder = Path(folder)
+    scaling_table = scaling_table or kw.get("scaling", False)
+    if big:
+        say("MNIST-sized c_2: 70 000 components, d = 784, 100 000 samples, 2 time nodes ...")
+        res = {"machine": machine(), "big": big_c2()}
+        r = res["big"]
+        say(f"c2 = {r['c2']:.6g} in {r['seconds']:.1f} s (compile {r['compile_s']:.1f} s); "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB, XLA peak {r['peak_mb']:.0f} MB")
+        write_json(res, str(folder / "bench_big.json"))
+        return res
+    res = run(quick, progress=lambda s: say(f"... {s}"))
+    if scaling_table:
+        res["scaling"] = scaling(quick, progress=lambda s: say(f"... {s}"))
+    for line in format_rows(res["comparisons"]):
+        say(line)
+    rl = res["rooflines"]
+    say(f"machine: XLA GEMM {rl['xla_gemm_gflops']:.0f} GFLOP/s, exp {rl['xla_exp_per_ns']:.2f}/ns "
+        f"(XLA), {rl['numpy_exp_per_ns']:.2f}/ns (NumPy)")
+    write_json(res, str(folder / "bench.json"))
+    write_png(plot_bench, res, str(folder / "bench.png"))
+    say(f"wrote {folder / 'bench.json'} and {folder / 'bench.png'}")
+    return res
 
 
 def format_rows(rows) -> list:

@@ -1,578 +1,848 @@
-"""The ``satjax`` command line: parse specs, call the library, print tables, write JSON/PNG.
+"""The ``satjax`` command line: validate every input, call the library, write one report.
 
-Every command takes ``--tau``, ``--x64``, ``--seed`` and ``--json PATH`` (``-`` for stdout).
+Every command validates its options and specs first (without importing JAX; :mod:`satjax.specs`
+and :mod:`satjax.report`), so bad input fails at once with exit code 2 and a one-line message,
+before any computation and before anything is written. Exit codes: 0 done; 2 bad input;
+3 computed, but the relation is vacuous or undefined (reported); 4 numerical failure (NaN, an
+unconverged solver; reported); 130 interrupted; 1 an internal error (a bug: please report it).
+
+Every command takes ``--tau``, ``--x64/--x32``, ``--seed``, ``--json PATH`` (``-``: stdout),
+``--quiet`` and ``--no-cache`` (JAX's persistent compilation cache, on by default, in
+``$SATJAX_CACHE_DIR`` or ``~/.cache/satjax``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import typer
 from typing_extensions import Annotated
 
+from satjax import specs
+from satjax.report import Console, OutputError, check_outputs, prepare_folder
+
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True,
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="satjax: thermodynamics and optimal transport of diffusion models "
          "(speed-accuracy relations, arXiv:2407.04495). Time: t = 0 data, t = tau noise.")
 
 Tau = Annotated[float, typer.Option("--tau", help="Protocol duration tau > 0.")]
 X64 = Annotated[bool, typer.Option("--x64/--x32", help="Compute in float64 (default) or float32.")]
-Seed = Annotated[int, typer.Option("--seed", help="PRNG seed.")]
+Seed = Annotated[int, typer.Option("--seed", help="PRNG seed, 0 ... 2^32 - 1.")]
 JsonOut = Annotated[Optional[str], typer.Option("--json", help="Write results as JSON to PATH ('-': stdout).")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not use JAX's persistent compilation cache.")]
 DataSpec = Annotated[str, typer.Option("--data", help="Data spec, e.g. 'gmm:means=-2|2,std=0.5'.")]
 ProtocolSpec = Annotated[str, typer.Option("--protocol", help="Protocol spec, e.g. 'cosine', 'rotating:h=1,g=3,tfin=2'.")]
 
-
-_STATE = {"json_stdout": False}
-
-
-def say(text: str = ""):
-    """Human-readable output: stdout, or stderr when the JSON goes to stdout (--json -)."""
-    typer.echo(text, err=_STATE["json_stdout"])
+EXIT_INPUT, EXIT_VACUOUS, EXIT_NUMERICAL, EXIT_INTERRUPTED = 2, 3, 4, 130
+TAU_RANGE = {True: (1e-6, 1e6), False: (1e-3, 1e3)}
+MODEL_META = "satjax_cli.json"
 
 
-def fail(message: str, code: int = 2):
-    """Print a clear error and exit non-zero."""
+class InputError(ValueError):
+    """Bad command-line input (exit code 2)."""
+
+
+class NumericalError(RuntimeError):
+    """A computation that produced NaN or did not converge (exit code 4)."""
+
+
+@dataclass
+class Run:
+    """The common options of one command, validated."""
+
+    tau: float
+    x64: bool
+    seed: int
+    json_out: Optional[str]
+    console: Console
+
+    def key(self, *fold):
+        import jax
+
+        k = jax.random.PRNGKey(self.seed)
+        for f in fold:
+            k = jax.random.fold_in(k, f)
+        return k
+
+
+def fail(message: str, code: int = EXIT_INPUT):
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
-def setup(x64: bool, tau: float, json_out: Optional[str] = None):
-    """Configure precision and validate common options before any computation."""
+def handled(fn):
+    """One error handler for every command: messages, exit codes, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except (InputError, OutputError, specs.SpecError) as err:
+            fail(str(err))
+        except KeyboardInterrupt:
+            fail("interrupted", EXIT_INTERRUPTED)
+        except NumericalError as err:
+            fail(str(err), EXIT_NUMERICAL)
+        except FloatingPointError as err:
+            fail(f"numerical failure: {err}", EXIT_NUMERICAL)
+        except (ValueError, TypeError) as err:  # validation inside the library
+            fail(str(err))
+        except MemoryError:
+            fail("out of memory: use smaller sizes", EXIT_NUMERICAL)
+        except OSError as err:
+            fail(f"{err.strerror or err}: {getattr(err, 'filename', '') or ''}".rstrip(": "))
+        except Exception as err:  # pragma: no cover - a bug
+            if os.environ.get("SATJAX_DEBUG"):
+                raise
+            fail(f"internal error ({type(err).__name__}: {err}); set SATJAX_DEBUG=1 for the "
+                 "traceback and please report it", 1)
+
+    return wrapper
+
+
+def start(tau: float, x64: bool, seed: int, json_out: Optional[str], quiet: bool,
+          no_cache: bool, outputs: Optional[dict] = None, inputs=()) -> Run:
+    """Validate the common options and the outputs (no JAX), then configure JAX."""
+    lo, hi = TAU_RANGE[bool(x64)]
+    if not (math.isfinite(tau) and lo <= tau <= hi):
+        raise InputError(f"--tau must be a number in [{lo:g}, {hi:g}] with "
+                         f"{'--x64' if x64 else '--x32'}; got {tau:g}")
+    if not 0 <= seed <= specs.SEED_MAX:
+        raise InputError(f"--seed must be an integer in [0, {specs.SEED_MAX}]; got {seed}")
+    check_outputs({"--json": json_out, **(outputs or {})}, inputs)
+    if not no_cache:  # XLA:CPU logs a harmless machine-feature notice per cached program
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import jax
 
-    _STATE["json_stdout"] = json_out == "-"
     jax.config.update("jax_enable_x64", bool(x64))
-    if not (math.isfinite(tau) and tau > 0):
-        fail(f"--tau must be a finite number > 0; got {tau}")
+    if not no_cache:
+        cache = os.environ.get("SATJAX_CACHE_DIR") or str(Path.home() / ".cache" / "satjax")
+        try:
+            Path(cache).mkdir(parents=True, exist_ok=True)
+            jax.config.update("jax_compilation_cache_dir", cache)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        except OSError:
+            pass  # an unwritable cache only costs compile time
+    return Run(tau=tau, x64=bool(x64), seed=seed, json_out=json_out,
+               console=Console(json_stdout=json_out == "-", quiet=quiet))
 
 
-def check_writable(path: Optional[str], what: str = "--json"):
-    """Fail early when an output file cannot be written."""
-    if path is None or path == "-":
-        return
-    parent = Path(path).expanduser().resolve().parent
-    if not parent.is_dir():
-        fail(f"{what}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        fail(f"{what}: folder {parent} is not writable")
+def check_dims(data: specs.Spec, protocol: Optional[specs.Spec] = None,
+               perturbation: Optional[specs.Spec] = None) -> None:
+    d = specs.data_dim(data)
+    for other, what in ((protocol, "protocol"), (perturbation, "perturbation")):
+        if other is None or d is None:
+            continue
+        od = specs.protocol_dim(other) if what == "protocol" else specs.data_dim(other)
+        if od is not None and od != d:
+            raise InputError(f"--{'perturb' if what == 'perturbation' else what} "
+                             f"{other.text!r} has dimension {od} but --data {data.text!r} "
+                             f"has dimension {d}")
 
 
-def emit_json(payload: dict, path: Optional[str]):
-    """Write a JSON document to PATH or stdout."""
-    if path is None:
-        return
-    text = json.dumps(payload, indent=2, default=float, allow_nan=True)
-    if path == "-":
-        sys.stdout.write(text + "\n")
-    else:
-        Path(path).write_text(text + "\n")
+def check_range(name: str, value, lo, hi):
+    if not (lo <= value <= hi):
+        raise InputError(f"{name} must lie in [{lo}, {hi}]; got {value}")
 
 
-def print_table(rows, headers):
-    """Plain aligned text table."""
-    cells = [[h for h in headers]] + [[_fmt(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    for j, r in enumerate(cells):
-        say("  ".join(c.rjust(w) for c, w in zip(r, widths)))
-        if j == 0:
-            say("  ".join("-" * w for w in widths))
+def finish(run: Run, payload: dict, verdicts: Optional[dict] = None) -> None:
+    """Write the JSON and exit 3 when a verdict is vacuous or undefined."""
+    from satjax.report import write_json
+
+    write_json(payload, run.json_out)
+    bad = [k for k, v in (verdicts or {}).items() if v.status in ("vacuous", "undefined")]
+    if bad:
+        run.console.say(f"not meaningful: {', '.join(bad)} (see the reasons above)")
+        raise typer.Exit(EXIT_VACUOUS)
 
 
-def _fmt(v):
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
-
-
-def _parse(data: str, protocol: Optional[str], tau: float):
-    from satjax import specs
-
-    try:
-        d = specs.parse_data(data)
-        p = specs.parse_protocol(protocol, tau=tau, data=d) if protocol is not None else None
-    except (ValueError, TypeError) as err:
-        fail(str(err))
-    return d, p
+# ------------------------------------------------------------------------------------ path
 
 
 @app.command()
-def path(data: DataSpec, protocol: ProtocolSpec, tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0,
-         json_out: JsonOut = None,
+@handled
+def path(data: DataSpec, protocol: ProtocolSpec,
+         estimator: Annotated[str, typer.Option("--estimator", help="auto | exact | quadrature | grid | mc")] = "auto",
+         n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 32,
+         n_samples: Annotated[int, typer.Option("--n-samples", help="Monte-Carlo samples (estimator mc).")] = 4096,
          plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of v_2(t)^2 and E|nu_t|^2.")] = None,
-         n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 64,
-         n_samples: Annotated[int, typer.Option("--n-samples", help="Monte-Carlo samples (n-D).")] = 4096):
-    """Thermodynamic and Wasserstein cost of the forward path (c2, wD, S_tot, W2^2, path length)."""
-    setup(x64, tau, json_out)
-    check_writable(json_out)
-    check_writable(plot, "--plot")
-    if n_time < 2 or n_samples < 2:
-        fail("--n-time and --n-samples must be >= 2")
-    d, p = _parse(data, protocol, tau)
-    import jax
+         tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
+         quiet: Quiet = False, no_cache: NoCache = False):
+    """Thermodynamic and Wasserstein cost of the forward path (c2, wD, S_tot, W2^2, length)."""
+    d_spec, p_spec = specs.parse_data(data), specs.parse_protocol(protocol)
+    check_dims(d_spec, p_spec)
+    check_range("--n-time", n_time, 4, 4096)
+    check_range("--n-samples", n_samples, 4, 10_000_000)
+    if estimator not in ("auto", "exact", "quadrature", "grid", "mc"):
+        raise InputError(f"--estimator must be auto, exact, quadrature, grid or mc; got {estimator!r}")
+    run = start(tau, x64, seed, json_out, quiet, no_cache, {"--plot": plot})
+    from satjax import path as P
+    from satjax.estimators import MonteCarlo
 
-    from satjax import path as sjpath
-
-    key = jax.random.PRNGKey(seed)
-    try:
-        res = sjpath.path_report(p, d, key=key, n_time=n_time, n_samples=n_samples)
-    except (ValueError, TypeError) as err:
-        fail(str(err))
-    payload = {"data": data, "protocol": protocol, "tau": tau, **res}
-    rows = [(k, payload[k]) for k in ("wD", "c2", "path_length", "S_tot", "W2sq", "W2sq_over_tau",
-                                      "length_sq_over_tau", "method")]
-    print_table(rows, ["quantity", "value"])
-    for name, ok in payload["hierarchy"].items():
-        say(f"{name}: {'holds' if ok else 'VIOLATED'}")
-    emit_json(payload, json_out)
+    d = specs.build_data(d_spec)
+    p = specs.build_protocol(p_spec, tau=tau, data=d, key=run.key(3))
+    est = MonteCarlo(n=n_samples, key=run.key(1)) if estimator == "mc" else estimator
+    pc = P.path_cost(p, d, n_time=n_time, estimator=est, key=run.key(1))
+    if not bool(pc.finite):
+        raise NumericalError("the path cost is not finite (NaN or inf in E|nu_t|^2)")
+    if not bool(pc.converged):
+        raise NumericalError("a grid solve did not converge or its box missed mass")
+    w2 = P.endpoint_w2sq(p, d, key=run.key(2))
+    verdicts = P.hierarchy(pc, w2, p.tau)
+    L2 = pc.path_length.replace(value=pc.path_length.value**2 / tau,
+                                stderr=2 * pc.path_length.value * pc.path_length.stderr / tau,
+                                error=2 * pc.path_length.value * pc.path_length.error / tau)
+    payload = {"data": data, "protocol": protocol, "protocol_class": p.describe(), "tau": tau,
+               **pc.wD.to_json("wD"), **pc.c2.to_json("c2"),
+               **pc.path_length.to_json("path_length"), **L2.to_json("length_sq_over_tau"),
+               **pc.S_tot.to_json("S_tot"), **w2.to_json("W2sq"),
+               **w2.replace(value=w2.value / tau).to_json("W2sq_over_tau"),
+               "c2_wD_covariance": pc.c2_wD_covariance, "rotational_gap": pc.rotational_gap,
+               "verdicts": {k: v.to_json() for k, v in verdicts.items()},
+               "identities_not_checks": ["wD >= c2 (projection)", "c2 >= L^2/tau (Cauchy-Schwarz)"],
+               "t": pc.ts, "kinetic": pc.kinetic, "speed_sq": pc.speed_sq}
+    run.console.estimates([("wD", pc.wD), ("c2", pc.c2), ("path_length", pc.path_length),
+                           ("L^2/tau", L2), ("S_tot", pc.S_tot), ("W2^2", w2)])
+    run.console.verdicts(verdicts)
     if plot:
         from satjax.plotting import plot_path
+        from satjax.report import jsonable, write_png
 
-        plot_path(payload, plot)
-        say(f"wrote {plot}")
-
-
-@app.command()
-def bound(data: DataSpec, protocol: ProtocolSpec,
-          perturb: Annotated[str, typer.Option("--perturb", help="Reverse-start perturbation: shift:D, scale:S, gaussian, npy:path=F,width=W.")],
-          tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
-          plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of v_loss^2, T S_tot and W1 over t.")] = None,
-          model: Annotated[Optional[str], typer.Option("--model", help="Learned velocity (model folder).")] = None,
-          n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 48,
-          samples: Annotated[int, typer.Option("--samples", help="n-D: particles per transported set.")] = 1000):
-    """The speed-accuracy relation eta <= c1 <= c2 (<= wD) for a reverse-start perturbation."""
-    setup(x64, tau, json_out)
-    check_writable(json_out)
-    check_writable(plot, "--plot")
-    from satjax import perturb as PT
-
-    try:
-        pert = PT.parse(perturb)
-    except ValueError as err:
-        fail(str(err))
-    d, p = _parse(data, protocol, tau)
-    if samples < 2 or n_time < 2:
-        fail(f"--samples and --n-time must be >= 2; got {samples} and {n_time}")
-    import jax
-
-    from satjax import bound as B
-
-    if model is not None:
-        _bound_learned(model, d, p, pert, data, protocol, perturb, tau, json_out, seed, samples,
-                       n_time)
-        return
-
-    try:
-        if d.dim == 1:
-            r = B.bound_1d(p, d, pert, n_time=n_time)
-            method, ts = "exact-1d", r.ts
-        else:
-            r = B.bound_samples(jax.random.PRNGKey(seed), p, d, pert, n=samples)
-            method, ts = "samples", r.t_mid
-    except (ValueError, TypeError) as err:
-        fail(str(err))
-    payload = {"data": data, "protocol": protocol, "perturb": perturb, "tau": tau,
-               **r.summary(), "holds": r.holds(), "method": method,
-               "t": [float(v) for v in ts], "v_loss_sq": [float(v) for v in r.v_loss_sq],
-               "kinetic": [float(v) for v in r.kinetic],
-               "W1": [float(v) for v in (r.W1 if d.dim == 1 else 0.5 * (r.W1[1:] + r.W1[:-1]))]}
-    print_table([(k, payload[k]) for k in ("eta", "c1", "c2", "wD", "D0", "dW1", "W1_start", "W1_end")],
-                ["quantity", "value"])
-    for name, ok in payload["holds"].items():
-        say(f"{name}: {'holds' if ok else 'VIOLATED'}")
-    emit_json(payload, json_out)
-    if plot:
-        from satjax.plotting import plot_bound
-
-        plot_bound(payload, plot)
-        say(f"wrote {plot}")
+        write_png(plot_path, jsonable(payload), plot)
+        run.console.say(f"wrote {plot}")
+    finish(run, payload, verdicts)
 
 
-def _bound_learned(model, d, p, pert, data, protocol, perturb, tau, json_out, seed, samples,
-                   n_time):
-    """Eq. 100 with a learned velocity: exact in 1-D; in n-D by samples, with η and c1."""
-    import math
+# ----------------------------------------------------------------------------------- bound
 
-    from satjax import bound as B
+
+def _load_model(model: str, d, p, allow_mismatch: bool):
+    """The learned velocity of a model folder, checked against the data and protocol."""
     from satjax import learn
     from satjax import reverse as R
 
-    try:
-        fn, spec = learn.load_model(model)
-    except ValueError as err:
-        fail(str(err))
+    fn, spec = learn.load_model(model)
     if spec.dim != d.dim:
-        fail(f"model {model} has dimension {spec.dim} but the data have dimension {d.dim}")
+        raise InputError(f"--model {model!r} has dimension {spec.dim} but the data have "
+                         f"dimension {d.dim}")
+    if not allow_mismatch:
+        try:
+            learn.check_compatible(model, p, d)
+        except ValueError as err:
+            msg = str(err).split(" (allow=")[0]
+            raise InputError(f"{msg}; pass --allow-mismatch to use it anyway") from None
     fld = R.as_field(fn)
     if spec.kind == "score":
         if not math.isfinite(float(p.temperature(p.tau))):
-            fail("a score model needs a finite temperature at t = tau to act as a velocity "
-                 "(Eq. 11); this protocol has m_tau = 0 — train a velocity model (cfm) instead")
+            raise InputError("a score model needs a finite temperature at t = tau to act as a "
+                             "velocity (Eq. 11); this protocol has m_tau = 0: train a velocity "
+                             "model (--loss cfm)")
         fld = R.velocity_from_score(p, fld)
-    if d.dim > 1:
-        import jax
-
-        try:
-            k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-            r = B.bound_samples(k1, p, d, pert, velocity=fld, n=samples, n_time=n_time)
-            r100 = B.bound_imperfect_samples(k2, p, d, pert, fld, n=samples, n_time=n_time)
-        except (ValueError, TypeError) as err:
-            fail(str(err))
-        eq100 = {k: v for k, v in r100.summary().items() if k not in ("wD", "dW1")}
-        payload = {"data": data, "protocol": protocol, "perturb": perturb, "tau": tau,
-                   "model": model, "method": "samples, learned velocity (Eq. 100 by samples)",
-                   **r.summary(), "eq100": {**eq100, "dW1": float(r100.dW1),
-                                            "t": [float(v) for v in r100.ts],
-                                            "D": [float(v) for v in r100.D],
-                                            "D_stderr": [float(v) for v in r100.D_stderr]},
-                   "holds": {**r.holds(), **r100.holds()}}
-        print_table([(k, payload[k]) for k in ("eta", "c1", "c2", "wD", "D0", "dW1")]
-                    + [(k, eq100[k]) for k in ("D_max", "L_alpha", "lhs", "rhs")],
-                    ["quantity", "value"])
-        say(f"Eq. 100 (by samples) |dW1|/sqrt(tau D_max) <= sqrt(wD) + sqrt(1 + 1/D_max) "
-            f"sqrt(tau L_alpha): {'holds' if r100.holds()['eq100'] else 'VIOLATED'}")
-        emit_json(payload, json_out)
-        return
-    try:
-        r = B.bound_imperfect_1d(p, d, pert, fld)
-    except (ValueError, TypeError) as err:
-        fail(str(err))
-    payload = {"data": data, "protocol": protocol, "perturb": perturb, "tau": tau,
-               "model": model, "method": "learned-velocity-1d (Eq. 100)", **r.summary(),
-               "holds": r.holds(), "t": [float(v) for v in r.ts], "D": [float(v) for v in r.D],
-               "W1": [float(v) for v in r.W1]}
-    print_table([(k, payload[k]) for k in ("D_max", "L_alpha", "wD", "dW1", "lhs", "rhs")],
-                ["quantity", "value"])
-    say(f"Eq. 100 |dW1|/sqrt(tau D_max) <= sqrt(wD) + sqrt(1 + 1/D_max) sqrt(tau L_alpha): "
-        f"{'holds' if r.holds()['eq100'] else 'VIOLATED'}")
-    emit_json(payload, json_out)
-
-
-def _generate(fn, kind, p, d, key, n, n_steps=200):
-    """Samples of the learned model: exact P_tau samples carried back by the probability-flow ODE."""
-
-    from satjax import reverse as R
-    from satjax.forward import sample_marginal
-
-    x_tau = sample_marginal(key, p, d, p.tau, n)
-    fld = R.as_field(fn)
-    t_start = p.tau
-    if kind == "score":
-        fld = R.velocity_from_score(p, fld)
-        t_start = p.tau * (1 - 1e-3)  # f and T may be singular at tau (m_tau = 0)
-    out = R.reverse_ode(fld, x_tau, t_start=t_start, n_steps=n_steps)
-    if not bool(out.finite):
-        fail("generation produced non-finite samples")
-    return out.xs[-1]
-
-
-def _w1_to_data(x, d, key):
-    from satjax.geometry import distances
-
-    ref = d.sample(key, max(4 * x.shape[0], 4000) if d.dim == 1 else x.shape[0])
-    if d.dim == 1:
-        return float(distances.wasserstein_1d_samples(x[:, 0], ref[:, 0], p=1))
-    return float(distances.ot_cost(x, ref, p=1, backend="pot").cost)
+    return fld
 
 
 @app.command()
+@handled
+def bound(data: DataSpec, protocol: ProtocolSpec,
+          perturb: Annotated[str, typer.Option("--perturb", help="Reverse start: shift:D, scale:S, gaussian, mean:MU, variance:V, uniform:a=A,b=B, gmm:..., npy:path=F,width=W.")],
+          model: Annotated[Optional[str], typer.Option("--model", help="Learned velocity (model folder): Eq. 100.")] = None,
+          allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Use --model with other data or protocol than it was trained on.")] = False,
+          samples: Annotated[int, typer.Option("--samples", help="Particles per transported set (n-D, or with --model).")] = 1000,
+          n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 48,
+          grad: Annotated[Optional[str], typer.Option("--grad", help="NAME[,NAME]: derivatives of eta, c1, c2 w.r.t. protocol parameters.")] = None,
+          solver: Annotated[Optional[str], typer.Option("--solver", help="Particle transport ODE solver euler | heun | rk4 (forces particles; default rk4).")] = None,
+          ode_steps: Annotated[Optional[int], typer.Option("--ode-steps", help="Particle transport ODE steps, a multiple of 20 or of --ode-steps itself (forces particles; default 100).")] = None,
+          plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of v_loss^2, E|nu|^2 and W1 over t.")] = None,
+          tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
+          quiet: Quiet = False, no_cache: NoCache = False):
+    """The speed-accuracy relation eta <= c1 <= c2 (<= wD) for a reverse-start perturbation."""
+    d_spec, p_spec = specs.parse_data(data), specs.parse_protocol(protocol)
+    q_spec = specs.parse_perturbation(perturb)
+    check_dims(d_spec, p_spec, q_spec)
+    check_range("--samples", samples, 16, 20_000)
+    check_range("--n-time", n_time, 4, 4096)
+    names = _grad_names(grad, p_spec)
+    if solver is not None and solver not in ("euler", "heun", "rk4"):
+        raise InputError(f"--solver must be euler, heun or rk4; got {solver!r}")
+    if ode_steps is not None:
+        check_range("--ode-steps", ode_steps, 1, 100_000)
+    if model is not None and not Path(model).is_dir():
+        raise InputError(f"--model {model!r} is not a folder")
+    inputs = [model] + ([q_spec.params["path"]] if q_spec.name == "npy" else [])
+    run = start(tau, x64, seed, json_out, quiet, no_cache, {"--plot": plot}, inputs)
+    from satjax import bound as B
+
+    d = specs.build_data(d_spec)
+    p = specs.build_protocol(p_spec, tau=tau, data=d, key=run.key(3))
+    pert = specs.build_perturbation(q_spec)
+    fld = _load_model(model, d, p, allow_mismatch) if model is not None else None
+    transport = "auto"
+    if solver is not None or ode_steps is not None:
+        from satjax.estimators import Particles
+
+        steps = ode_steps or 100
+        transport = Particles(n=samples, solver=solver or "rk4", n_steps=steps,
+                              n_save=20 if steps % 20 == 0 else steps, key=run.key(4))
+    r = B.bound(p, d, pert, velocity=fld, n_time=n_time, key=run.key(1), particles=samples,
+                transport=transport)
+    verdicts = r.verdicts()
+    payload = bound_payload(r, verdicts)
+    payload = {"data": data, "protocol": protocol, "protocol_class": p.describe(),
+               "perturb": perturb, "tau": tau, "model": model, **payload}
+    if names:
+        payload["grad"] = _gradients(p, d, pert, fld, n_time, run, names, samples, transport)
+    rows = [(k, getattr(r, k)) for k in ("eta", "c1", "c2", "wD", "D0", "dW1", "W1_start",
+                                          "W1_end")]
+    if r.eq100 is not None:
+        rows += [(k, getattr(r.eq100, k)) for k in ("D_max", "L_alpha", "lhs", "rhs")]
+    run.console.estimates(rows)
+    run.console.verdicts(verdicts)
+    if names:
+        for q, g in payload["grad"].items():
+            run.console.say(f"d{q}/d" + ", d".join(f"{k} = {v:.6g}" for k, v in g.items()))
+    if plot:
+        from satjax.plotting import plot_bound
+        from satjax.report import jsonable, write_png
+
+        write_png(plot_bound, jsonable(payload), plot)
+        run.console.say(f"wrote {plot}")
+    finish(run, payload, verdicts)
+
+
+def bound_payload(r, verdicts) -> dict:
+    """The JSON fields of a BoundResult (the same keys with and without a learned model)."""
+    out = {"method": r.method}
+    for k in ("eta", "c1", "c2", "wD", "D0", "dW1", "W1_start", "W1_end"):
+        out.update(getattr(r, k).to_json(k))
+    out.update({"verdicts": {k: v.to_json() for k, v in verdicts.items()},
+                "holds": {k: v.status for k, v in verdicts.items()},
+                "t": r.t, "W1": r.W1, "t_rate": r.t_rate, "v_loss_sq": r.v_loss_sq,
+                "v_loss_sq_stderr": r.v_loss_sq_stderr, "kinetic": r.kinetic,
+                "kinetic_stderr": r.kinetic_stderr})
+    if r.eq100 is not None:
+        e = r.eq100
+        for k in ("D_max", "L_alpha", "lhs", "rhs"):
+            out.update(getattr(e, k).to_json(k))
+        out["eq100"] = {"t": e.t, "D": e.D, "D_stderr": e.D_stderr}
+    return out
+
+
+GRADIENT_PARAMS = {"vp-linear": ("beta_min", "beta_max"), "ve": ("sigma_min", "sigma_max"),
+                   "rotating": ("h", "g", "tfin"), "polar": ("angle", "log_radius")}
+_FIELD = {"tfin": "t_fin"}
+
+
+def _grad_names(grad: Optional[str], p_spec: specs.Spec):
+    if grad is None:
+        return []
+    allowed = GRADIENT_PARAMS.get(p_spec.name, ())
+    names = [n.strip() for n in grad.split(",") if n.strip()]
+    bad = [n for n in names if n not in allowed]
+    if not names or bad:
+        raise InputError(f"--grad {grad!r}: protocol {p_spec.name!r} has differentiable "
+                         f"parameters {', '.join(allowed) or 'none'}")
+    return names
+
+
+def _gradients(p, d, pert, fld, n_time, run, names, samples, transport) -> dict:
+    """Autodiff of η, c_1, c_2 with respect to the named protocol parameters, with the same
+    random numbers as the values (so re-running with a moved parameter checks them)."""
+    import jax
+    import numpy as np
+
+    from satjax import bound as B
+    from satjax.estimators import resolve
+    from satjax._util import gauss_legendre
+
+    keys = jax.random.split(run.key(1), 3)
+    est = resolve(d, p, "auto", key=keys[0])
+    tr = B.resolve_transport(transport, d, fld, keys[1], samples)
+    ts, _ = gauss_legendre(n_time, 0.0, p.tau)
+    est = est.prepare(p, d, ts)
+    fields = {n: _FIELD.get(n, n) for n in names}
+    theta = {n: getattr(p, f) for n, f in fields.items()}
+
+    def outputs(th):
+        r = B.bound_kernel(p.replace(**{fields[n]: v for n, v in th.items()}), d, pert, fld,
+                           est, tr, n_time, keys[2])
+        return {"eta": r.eta.value, "c1": r.c1.value, "c2": r.c2.value}
+
+    jac = jax.jacrev(outputs)(theta)
+    return {q: {n: np.asarray(v).tolist() for n, v in g.items()} for q, g in jac.items()}
+
+
+# ----------------------------------------------------------------------------------- train
+
+
+@app.command()
+@handled
 def train(data: DataSpec, protocol: ProtocolSpec,
           loss: Annotated[str, typer.Option("--loss", help="dsm | cfm | ot-cfm")] = "cfm",
-          steps: Annotated[int, typer.Option("--steps")] = 2000,
+          steps: Annotated[int, typer.Option("--steps", help="Total optimisation steps (resume: extend).")] = 2000,
           out: Annotated[str, typer.Option("--out", help="Model folder (checkpoints).")] = "model",
           batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
-          lr: Annotated[float, typer.Option("--lr")] = 3e-3,
+          lr: Annotated[float, typer.Option("--lr", help="Adam learning rate > 0.")] = 3e-3,
           width: Annotated[int, typer.Option("--width")] = 64,
           depth: Annotated[int, typer.Option("--depth")] = 3,
-          tau: Tau = 1.0, x64: X64 = False, seed: Seed = 0, json_out: JsonOut = None):
+          checkpoint_minutes: Annotated[float, typer.Option("--checkpoint-minutes", help="Also checkpoint every that many minutes.")] = 5.0,
+          tau: Tau = 1.0, x64: X64 = False, seed: Seed = 0, json_out: JsonOut = None,
+          quiet: Quiet = False, no_cache: NoCache = False):
     """Train a score (DSM) or flow-matching (CFM, OT-CFM) model; writes the model to --out."""
-    setup(x64, tau, json_out)
-    check_writable(json_out)
+    d_spec, p_spec = specs.parse_data(data), specs.parse_protocol(protocol)
+    check_dims(d_spec, p_spec)
     if loss not in ("dsm", "cfm", "ot-cfm"):
-        fail(f"--loss must be dsm, cfm or ot-cfm; got {loss!r}")
-    if steps < 1:
-        fail("--steps must be >= 1")
-    d, p = _parse(data, protocol, tau)
-    outdir = _prepare_out(out)
-    import jax
-
+        raise InputError(f"--loss must be dsm, cfm or ot-cfm; got {loss!r}")
+    check_range("--steps", steps, 1, 10_000_000)
+    check_range("--batch-size", batch_size, 2, 65_536)
+    check_range("--width", width, 1, 8192)
+    check_range("--depth", depth, 1, 64)
+    if not (math.isfinite(lr) and 0 < lr <= 10):
+        raise InputError(f"--lr must be a number in (0, 10]; got {lr}")
+    if not (math.isfinite(checkpoint_minutes) and checkpoint_minutes >= 0):
+        raise InputError(f"--checkpoint-minutes must be >= 0 (0: by steps only); got "
+                         f"{checkpoint_minutes}")
+    if p_spec.name == "ot":
+        raise InputError("--protocol ot is a deterministic transport: train with a schedule or force")
+    folder = prepare_folder(out)
+    run = start(tau, x64, seed, json_out, quiet, no_cache)
     from satjax import learn
 
-    key = jax.random.PRNGKey(seed)
-    k_train, k_res, k_gen, k_ref = jax.random.split(key, 4)
+    d = specs.build_data(d_spec)
+    p = specs.build_protocol(p_spec, tau=tau)
+    config = learn.TrainConfig(loss=loss, steps=steps, batch_size=batch_size, lr=lr, width=width,
+                               depth=depth, lr_schedule="cosine",
+                               checkpoint_every=max(steps // 20, 1),
+                               checkpoint_seconds=60.0 * checkpoint_minutes or None).validate()
+    existed = folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    bar = run.console.progress(steps, f"train {loss}")
     try:
-        res = learn.train(k_train, p, d, loss=loss, steps=steps, batch_size=batch_size, lr=lr,
-                          width=width, depth=depth, lr_schedule="cosine", checkpoint_dir=str(outdir),
-                          checkpoint_every=max(steps // 4, 1), protocol_spec=protocol, tau=tau)
-    except (ValueError, TypeError) as err:
-        fail(str(err))
-    except FloatingPointError as err:
-        fail(f"training stopped: {err}", 4)
-    (outdir / "satjax_cli.json").write_text(json.dumps({"data": data, "protocol": protocol,
-                                                         "tau": tau, "loss": loss}) + "\n")
+        res = learn.train(run.key(0), p, d, config, checkpoint_dir=str(folder),
+                          callbacks=[lambda ev: (bar.update(1), ev.final and bar.close())])
+    except KeyboardInterrupt:
+        bar.close()
+        fail(f"interrupted; the last state is saved in {str(folder)!r}: run the same command to "
+             "resume", EXIT_INTERRUPTED)
+    except BaseException:
+        bar.close()
+        if not existed and not any(folder.iterdir()):
+            folder.rmdir()  # nothing was saved: do not leave an empty folder behind
+        raise
+    meta = {"data": data, "protocol": protocol, "tau": tau, "loss": loss}
+    from satjax.report import atomic_write
+
+    atomic_write(folder / MODEL_META, (json.dumps(meta) + "\n").encode())
     fn = res.field()
-    kind = res.spec.kind
-    r = learn.residual(k_res, fn, p, d, kind=kind, n_samples=1024, n_time=16)
-    x = _generate(fn, kind, p, d, k_gen, 2000)
+    r = learn.residual(run.key(5), fn, p, d, kind=res.spec.kind, n_samples=1024, n_time=16)
     payload = {"data": data, "protocol": protocol, "loss": loss, "steps": steps,
-               "final_loss": float(res.losses[-1]), "residual": float(r.value),
-               "residual_stderr": float(r.stderr), "residual_relative": float(r.relative),
-               "W1_to_data": _w1_to_data(x, d, k_ref), "train_seconds": float(res.train_seconds),
-               "model": str(outdir)}
-    print_table([(k, payload[k]) for k in ("final_loss", "residual", "residual_relative",
-                                           "W1_to_data", "train_seconds")], ["quantity", "value"])
-    emit_json(payload, json_out)
+               "start_step": res.start_step, "final_loss": float(res.losses[-1]),
+               "residual": r.value, "residual_stderr": r.stderr,
+               "residual_relative": r.relative, "train_seconds": res.train_seconds,
+               "model": str(folder)}
+    run.console.table([(k, payload[k]) for k in ("final_loss", "residual", "residual_relative",
+                                                 "train_seconds")], ["quantity", "value"])
+    finish(run, payload)
+
+
+def _read_meta(model: str) -> dict:
+    path = Path(model) / MODEL_META
+    if not path.is_file():
+        raise InputError(f"{model!r} is not a model folder written by `satjax train` "
+                         f"(no {MODEL_META})")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{str(path)!r} is not valid JSON ({err}); retrain or restore it") from None
+    if not isinstance(meta, dict) or not {"data", "protocol", "tau"} <= set(meta):
+        raise InputError(f"{str(path)!r} lacks data, protocol or tau; retrain or restore it")
+    return meta
 
 
 @app.command()
+@handled
 def sample(model: Annotated[str, typer.Option("--model", help="Model folder written by `satjax train`.")],
            n: Annotated[int, typer.Option("--n", help="Number of samples.")] = 1000,
            out: Annotated[str, typer.Option("--out", help="Output .npy file.")] = "samples.npy",
-           tau: Tau = 1.0, x64: X64 = False, seed: Seed = 0, json_out: JsonOut = None):
-    """Generate samples from a trained model (probability-flow ODE from exact P_tau samples)."""
-    setup(x64, tau, json_out)
-    check_writable(out, "--out")
-    if n < 1:
-        fail("--n must be >= 1")
-    meta_path = Path(model) / "satjax_cli.json"
-    if not meta_path.is_file():
-        fail(f"{model} is not a model folder written by `satjax train` (no satjax_cli.json)")
-    import jax
+           n_steps: Annotated[int, typer.Option("--n-steps", help="ODE steps.")] = 200,
+           x64: X64 = False, seed: Seed = 0, json_out: JsonOut = None, quiet: Quiet = False,
+           no_cache: NoCache = False):
+    """Generate samples from a trained model (probability-flow ODE from exact P_tau samples);
+    tau is the model's own."""
+    meta = _read_meta(model)
+    d_spec, p_spec = specs.parse_data(meta["data"]), specs.parse_protocol(meta["protocol"])
+    if not out.endswith(".npy"):
+        raise InputError(f"--out {out!r} must end in .npy")
+    check_range("--n", n, 1, 10_000_000)
+    check_range("--n-steps", n_steps, 1, 100_000)
+    dim = specs.data_dim(d_spec) or 1
+    need = n * dim * 8 * 8  # the batch, its stages and the engine tiles
+    if need > 4 * 2**30:
+        raise InputError(f"--n {n} needs about {need / 2**30:.1f} GiB; generate in chunks of "
+                         f"{max(1, (4 * 2**30) // (dim * 64))} and concatenate")
+    run = start(float(meta["tau"]), x64, seed, json_out, quiet, no_cache, {"--out": out}, [model])
     import numpy as np
 
-    from satjax import learn
+    from satjax import forward as F
+    from satjax import reverse as R
 
-    meta = json.loads(meta_path.read_text())
-    try:
-        fn, spec = learn.load_model(model)
-    except ValueError as err:
-        fail(str(err))
-    d, p = _parse(meta["data"], meta["protocol"], meta["tau"])
-    x = _generate(fn, spec.kind, p, d, jax.random.PRNGKey(seed), n)
-    np.save(out, np.asarray(x))
-    say(f"wrote {n} samples of dimension {x.shape[1]} to {out}")
-    emit_json({"model": model, "n": n, "out": out}, json_out)
+    d = specs.build_data(d_spec)
+    p = specs.build_protocol(p_spec, tau=float(meta["tau"]))
+    fld = _load_model(model, d, p, False)
+    x_tau = F.sample_marginal(run.key(0), p, d, p.tau, n)
+    t_start = p.tau if not math.isinf(float(p.temperature(p.tau))) else p.tau * (1 - 1e-3)
+    gen = R.reverse_ode(fld, x_tau, t_start=t_start, n_steps=n_steps)
+    if not bool(gen.finite):
+        raise NumericalError("generation produced non-finite samples")
+    from satjax.report import atomic_write
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(gen.xs[-1]))
+    atomic_write(Path(out), buf.getvalue())
+    run.console.say(f"wrote {n} samples of dimension {d.dim} to {out}")
+    finish(run, {"model": model, "n": n, "out": out})
+
+
+# -------------------------------------------------------------------------------- optimize
 
 
 @app.command()
+@handled
 def optimize(data: DataSpec,
              family: Annotated[str, typer.Option("--family", help="free | vp")] = "free",
-             objective: Annotated[str, typer.Option("--objective", help="c2 | wD | conditional")] = "c2",
+             objective: Annotated[str, typer.Option("--objective", help="c2 | wD | conditional | eta | c1")] = "c2",
+             perturb: Annotated[Optional[str], typer.Option("--perturb", help="Reverse start for --objective eta/c1.")] = None,
              steps: Annotated[int, typer.Option("--steps")] = 300,
-             lr: Annotated[float, typer.Option("--lr")] = 0.05,
+             lr: Annotated[float, typer.Option("--lr", help="Adam learning rate > 0.")] = 0.05,
              n_basis: Annotated[int, typer.Option("--n-basis")] = 6,
+             n_time: Annotated[int, typer.Option("--n-time")] = 32,
+             plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of the schedules in the (sigma, m) plane.")] = None,
              tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
-             plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of the schedules in the (sigma, m) plane.")] = None):
-    """Optimise a learnable schedule for c2, wD or the conditional energy (Eq. 93)."""
-    setup(x64, tau, json_out)
-    check_writable(json_out)
-    check_writable(plot, "--plot")
+             quiet: Quiet = False, no_cache: NoCache = False):
+    """Optimise a learnable schedule for c2, wD, the conditional energy (Eq. 93), eta or c1."""
+    d_spec = specs.parse_data(data)
     if family not in ("free", "vp"):
-        fail(f"--family must be free or vp; got {family!r}")
-    if objective not in ("c2", "wD", "conditional"):
-        fail(f"--objective must be c2, wD or conditional; got {objective!r}")
-    d, _ = _parse(data, None, tau)
-    import jax
+        raise InputError(f"--family must be free or vp; got {family!r}")
+    if objective not in ("c2", "wD", "conditional", "eta", "c1"):
+        raise InputError(f"--objective must be c2, wD, conditional, eta or c1; got {objective!r}")
+    q_spec = None
+    if objective in ("eta", "c1"):
+        if perturb is None:
+            raise InputError(f"--objective {objective} needs --perturb")
+        q_spec = specs.parse_perturbation(perturb)
+        check_dims(d_spec, None, q_spec)
+    check_range("--steps", steps, 1, 100_000)
+    check_range("--n-basis", n_basis, 1, 32)
+    check_range("--n-time", n_time, 4, 1024)
+    if not (math.isfinite(lr) and 0 < lr <= 10):
+        raise InputError(f"--lr must be a number in (0, 10]; got {lr}")
+    run = start(tau, x64, seed, json_out, quiet, no_cache, {"--plot": plot})
     import numpy as np
 
     from satjax import optimize as O
-    from satjax import path as sjpath
+    from satjax import path as P
     from satjax import schedules as S
 
-    key = jax.random.PRNGKey(seed)
-    k_opt, k_eval, k_w2 = jax.random.split(key, 3)
-    try:
-        res = O.optimize_schedule(d, family=family, objective=objective, tau=tau, n_basis=n_basis,
-                                  steps=steps, learning_rate=lr, key=k_opt, progress=True)
-    except (ValueError, TypeError) as err:
-        fail(str(err))
+    d = specs.build_data(d_spec)
+    pert = specs.build_perturbation(q_spec) if q_spec is not None else None
+    bar = run.console.progress(steps, f"optimise {family}/{objective}")
+    res = O.optimize_schedule(d, family=family, objective=objective, tau=tau, n_basis=n_basis,
+                              steps=steps, learning_rate=lr, key=run.key(0), n_time=n_time,
+                              perturbation=pert, progress=lambda i, v: bar.update(1))
+    bar.close()
 
-    def c2(sch):
-        pc = sjpath.path_cost(sch, d, key=k_eval)
-        return float(pc.c2), float(pc.c2_stderr)
+    def c2(sch):  # fresh random numbers: no selection bias in n-D
+        return P.path_cost(sch, d, key=run.key(1), n_time=n_time).c2
 
-    w2sq, w2_method = sjpath.endpoint_w2sq(S.cosine(tau), d, key=k_w2)
+    w2 = P.endpoint_w2sq(S.cosine(tau), d, key=run.key(2))
     ts = np.linspace(0.0, tau, 101)
     sch = res.schedule
-    payload = {"data": data, "family": family, "objective": objective, "steps": res.steps,
-               "diverged": res.diverged, "objective_final": float(res.best_value),
-               "c2_initial": c2(res.initial)[0], "c2_final": c2(sch)[0],
-               "c2_final_stderr": c2(sch)[1], "c2_cosine": c2(S.cosine(tau))[0],
-               "c2_condot": c2(S.cond_ot(tau))[0], "W2sq": w2sq, "W2sq_over_tau": w2sq / tau,
-               "W2sq_method": w2_method,
-               "t": ts.tolist(), "m": [float(sch.m(t)) for t in ts],
-               "sigma": [float(sch.sigma(t)) for t in ts],
-               "angle": np.asarray(sch.angle).tolist(), "log_radius": np.asarray(sch.log_radius).tolist()}
-    payload["gap_to_W2"] = payload["c2_final"] / payload["W2sq_over_tau"] - 1.0
-    print_table([(k, payload[k]) for k in ("c2_initial", "c2_final", "c2_cosine", "c2_condot",
-                                           "W2sq_over_tau", "gap_to_W2")], ["quantity", "value"])
+    finals = {"initial": c2(res.initial), "final": c2(sch), "cosine": c2(S.cosine(tau)),
+              "condot": c2(S.cond_ot(tau))}
+    payload = {"data": data, "family": family, "objective": objective, "perturb": perturb,
+               "steps": res.steps, "diverged": res.diverged,
+               "objective_final": res.best_value,
+               **{k: v for name, e in finals.items() for k, v in e.to_json(f"c2_{name}").items()},
+               **w2.to_json("W2sq"), "W2sq_over_tau": float(w2.value) / tau,
+               "gap_to_W2": float(finals["final"].value) / (float(w2.value) / tau) - 1.0,
+               "t": ts, "m": [float(sch.m(t)) for t in ts],
+               "sigma": [float(sch.sigma(t)) for t in ts], "angle": sch.angle,
+               "log_radius": sch.log_radius, "log_edge": sch.log_edge,
+               "history": res.history}
+    run.console.estimates([(f"c2 {k}", e) for k, e in finals.items()] + [("W2^2", w2)])
+    run.console.say(f"gap to W2^2/tau: {payload['gap_to_W2']:.4g}")
     if res.diverged:
-        say("optimisation diverged (non-finite objective); the best schedule so far is reported")
-    emit_json(payload, json_out)
+        run.console.say("optimisation diverged (non-finite objective); the best schedule so far "
+                        "is reported")
     if plot:
         from satjax.plotting import plot_schedules
+        from satjax.report import jsonable, write_png
 
-        plot_schedules(payload, plot, tau)
-        say(f"wrote {plot}")
+        write_png(plot_schedules, jsonable(payload), plot, tau)
+        run.console.say(f"wrote {plot}")
+    finish(run, payload)
+    if res.diverged:
+        raise typer.Exit(EXIT_NUMERICAL)
 
+
+# ----------------------------------------------------------------------------------- steps
+
+
+@app.command("steps")
+@handled
+def steps_cmd(data: DataSpec, protocol: ProtocolSpec,
+              n: Annotated[int, typer.Option("--n", help="Number of sampler steps N (N + 1 times).")],
+              solver: Annotated[str, typer.Option("--solver", help="euler | heun")] = "heun",
+              model: Annotated[Optional[str], typer.Option("--model", help="Learned velocity (model folder): the objective is the RMS distance to a many-step RK4 solve of it.")] = None,
+              allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Use --model with other data or protocol than it was trained on.")] = False,
+              iterations: Annotated[int, typer.Option("--iterations", help="Adam iterations on the grid (0: only compare the standard grids).")] = 300,
+              lr: Annotated[float, typer.Option("--lr", help="Adam learning rate > 0 (on the grid's logits).")] = 0.05,
+              reference_steps: Annotated[int, typer.Option("--reference-steps", help="RK4 steps of the reference solves (n-D data, --model).")] = 512,
+              plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of the grids and their held-out errors.")] = None,
+              tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
+              quiet: Quiet = False, no_cache: NoCache = False):
+    """The N + 1 sampling times that minimise an N-step Euler/Heun sampler's error (gradient
+    descent through the sampler, started from the best standard grid)."""
+    d_spec, p_spec = specs.parse_data(data), specs.parse_protocol(protocol)
+    check_dims(d_spec, p_spec)
+    check_range("--n", n, 1, 1024)
+    if solver not in ("euler", "heun"):
+        raise InputError(f"--solver must be euler or heun; got {solver!r}")
+    check_range("--iterations", iterations, 0, 100_000)
+    if not (math.isfinite(lr) and 0 < lr <= 10):
+        raise InputError(f"--lr must be a number in (0, 10]; got {lr}")
+    check_range("--reference-steps", reference_steps, 1, 100_000)
+    if model is not None and not Path(model).is_dir():
+        raise InputError(f"--model {model!r} is not a folder")
+    run = start(tau, x64, seed, json_out, quiet, no_cache, {"--plot": plot}, [model])
+    from satjax import steps as ST
+
+    d = specs.build_data(d_spec)
+    p = specs.build_protocol(p_spec, tau=tau, data=d, key=run.key(3))
+    fld = _load_model(model, d, p, allow_mismatch) if model is not None else None
+    res = ST.optimize_steps(p, d, n, solver=solver, velocity=fld, steps=iterations, lr=lr,
+                            key=run.key(0), reference_steps=reference_steps)
+    if not (math.isfinite(res.error) and math.isfinite(res.error_uniform)):
+        raise NumericalError("the sampler's error is not finite (NaN or inf samples)")
+    out = res.to_dict()
+    payload = {"data": data, "protocol": protocol, "model": model,
+               **{k: out.pop(k) for k in ("t", "t_flow", "sigmas", "error", "error_uniform", "n")},
+               **out}
+    if payload["sigmas"] is None:
+        payload["sigmas_status"] = (f"undefined: protocol {protocol!r} is not a noise schedule "
+                                    "(sigma = sigma_t/m_t needs m_t and sigma_t)")
+        payload.pop("sigmas_note", None)
+    errs = res.errors_standard
+    rows = [(name, errs[name], f"{100 * (errs[name] / res.error_uniform - 1):+.1f} %",
+             res.errors_train.get(name, float("nan"))) for name in errs]
+    rows.append(("optimised", res.error, f"{100 * (res.error / res.error_uniform - 1):+.1f} %",
+                 min((h for _, h in res.history if math.isfinite(h)), default=float("nan"))))
+    run.console.table(rows, ["grid", "held-out error", "vs uniform", "train error"])
+    run.console.say(f"objective: {res.objective} ({res.method})")
+    run.console.say(f"started from: {res.init}; best iteration {res.best_step} of {iterations}"
+                    + (f"; {res.n_nonfinite} non-finite iterations undone"
+                       if res.n_nonfinite else ""))
+    for name, why in res.skipped.items():
+        run.console.say(f"grid {name} skipped: {why}")
+    run.console.say("t (paper time, tau -> 0): " + " ".join(f"{v:.6g}" for v in res.t))
+    if res.sigmas is not None:
+        run.console.say("sigmas: " + " ".join(f"{v:.6g}" for v in res.sigmas))
+    if plot:
+        from satjax.report import jsonable, write_png
+
+        write_png(_plot_steps, jsonable(payload), plot)
+        run.console.say(f"wrote {plot}")
+    finish(run, payload)
+
+
+def _plot_steps(report: dict, filename: str) -> None:
+    """The standard and optimised grids (t_i over i) and their held-out errors."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    names = list(report["grids_standard"])
+    for name in names:
+        g = report["grids_standard"][name]
+        ax.plot(range(len(g)), g, "o--", ms=3, lw=0.8, label=name)
+    ax.plot(range(len(report["t"])), report["t"], "ks-", ms=4, lw=1.5, label="optimised")
+    ax.set_xlabel("step i")
+    ax.set_ylabel("t_i  (0 = data, τ = noise)")
+    ax.legend(fontsize=8)
+    errs = [report["errors_standard"][k] for k in names] + [report["error"]]
+    bx.bar(names + ["optimised"], errs, color=["C0"] * len(names) + ["k"])
+    bx.set_yscale("log")
+    bx.set_ylabel("held-out error")
+    fig.suptitle(f"{report['protocol']} on {report['data']}, {report['solver']} N = {report['n']}"
+                 f" ({report['objective']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(filename, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------- measure
+
+
+@app.command("measure")
+@handled
+def measure_cmd(trajectories: Annotated[str, typer.Option("--trajectories", help=".npz with t (K,), x (K, N, d), v (K, N, d) and convention (paper | flow-matching | edm).")],
+                plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of the kinetic and acceleration profiles.")] = None,
+                json_out: JsonOut = None, quiet: Quiet = False):
+    """Measure a generator from its trajectories (any framework): kinetic and acceleration
+    profiles, thermodynamic length and the cost of integral E|v|^2 dt (Eq. G20)."""
+    check_outputs({"--json": json_out, "--plot": plot}, [trajectories])
+    from satjax import measure as MS
+
+    t, x, v, convention = MS.read_trajectories(trajectories)
+    console = Console(json_stdout=json_out == "-", quiet=quiet)
+    r = MS.measure_trajectories(t, x, v, convention=convention)
+    K, N, dim = x.shape
+    payload = {"trajectories": trajectories, "convention": convention, "K": K, "n": N, "d": dim,
+               **{k: r[k] for k in ("cost", "cost_stderr", "cost_method", "length",
+                                    "length_stderr", "t", "kinetic", "kinetic_stderr", "t_mid",
+                                    "acceleration", "acceleration_stderr")},
+               "time_note": ("t in the paper's convention, increasing (t = 0 data); for "
+                             "convention edm t is sigma. acceleration is at t_mid, the "
+                             "interval midpoints")}
+    console.table([("cost = int E|v|^2 dt", f"{r['cost']:.6g} ± {r['cost_stderr']:.2g}",
+                    r["cost_method"]),
+                   ("length = int sqrt(E|v|^2) dt", f"{r['length']:.6g} ± "
+                    f"{r['length_stderr']:.2g}", "trapezoid; s.e. by the delta method")],
+                  ["quantity", "value ± s.e.", "method"])
+    console.say(f"{N} trajectories, {K} times, d = {dim}, convention {convention}")
+    idx = sorted(set(int(round(i)) for i in
+                     [j * (K - 2) / min(10, K - 2) for j in range(min(10, K - 2) + 1)])) \
+        if K > 2 else [0]
+    console.table([(float(r["t"][i]), f"{r['kinetic'][i]:.6g} ± {r['kinetic_stderr'][i]:.2g}",
+                    float(r["t_mid"][i]),
+                    f"{r['acceleration'][i]:.6g} ± {r['acceleration_stderr'][i]:.2g}")
+                   for i in idx], ["t", "E|v|^2", "t_mid", "E|Dv/Dt|^2"])
+    if plot:
+        from satjax.report import jsonable, write_png
+
+        write_png(_plot_measure, jsonable(payload), plot)
+        console.say(f"wrote {plot}")
+    from satjax.report import write_json
+
+    write_json(payload, json_out)
+
+
+def _plot_measure(report: dict, filename: str) -> None:
+    """E|v|^2 over t and E|Dv/Dt|^2 over the interval midpoints, with ±2 s.e. bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    for a, tk, yk, label in ((ax, "t", "kinetic", r"$E\|v\|^2$"),
+                             (bx, "t_mid", "acceleration", r"$E\|Dv/Dt\|^2$")):
+        t, y = np.asarray(report[tk], float), np.asarray(report[yk], float)
+        se = np.asarray(report[f"{yk}_stderr"], float)
+        a.plot(t, y, "o-", ms=2, label=label)
+        a.fill_between(t, y - 2 * se, y + 2 * se, alpha=0.3, lw=0)
+        a.set_xlabel("t  (paper time: 0 = data)" if report["convention"] != "edm" else "σ")
+        a.set_ylabel(label)
+        if np.all(y > 0):
+            a.set_yscale("log")
+        a.legend(fontsize=8)
+    fig.suptitle(f"{report['trajectories']}: cost {report['cost']:.5g} ± "
+                 f"{report['cost_stderr']:.2g}, length {report['length']:.5g} "
+                 f"({report['n']} trajectories, {report['K']} times)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(filename, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------- reproduce
 
 FIGURES = ("fig6", "fig7", "fig8", "schedules")
 
 
-def _prepare_out(out: str) -> Path:
-    """Create the output folder or fail before any computation."""
-    d = Path(out).expanduser()
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        fail(f"--out: cannot create folder {d}: {err}")
-    if not os.access(d, os.W_OK):
-        fail(f"--out: folder {d} is not writable")
-    return d
-
-
-def _write_json_atomic(payload: dict, path: Path):
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
-
-
-def _reproduce_fig6(outdir: Path, quick: bool, tau: float, means: str, std: float):
-    from satjax.experiments import fig6
-    from satjax.plotting import plot_fig6
-
-    try:
-        m = tuple(float(v) for v in means.split(","))
-    except ValueError:
-        fail(f"--means must be two numbers 'a,b'; got {means!r}")
-    if len(m) != 2 or not std > 0:
-        fail("--means needs two numbers and --std must be > 0")
-    res = fig6.run(quick=quick, tau=tau, means=m, std=std)
-    rows = [(c["protocol"], c["perturb"], c["eta"], c["c1"], c["c2"], c["wD"], c["D0"],
-             "yes" if all(c["holds"].values()) else "NO") for c in res["cases"]]
-    print_table(rows, ["protocol", "perturb", "eta", "c1", "c2", "wD", "D0", "holds"])
-    say(f"eta equal across protocols: {res['eta_agrees_across_protocols']}; "
-        f"all inequalities hold: {res['all_inequalities_hold']}")
-    return _save_figure(outdir, "fig6", res, plot_fig6)
-
-
-def _save_figure(outdir: Path, name: str, res: dict, plot_fn) -> dict:
-    """Write NAME.json and NAME.png atomically and say so."""
-    _write_json_atomic(res, outdir / f"{name}.json")
-    plot_fn(res, str(outdir / f"{name}.png"))
-    say(f"wrote {outdir / (name + '.json')} and {outdir / (name + '.png')} ({res['seconds']:.1f} s)")
-    return res
-
-
-def _reproduce_fig7(outdir: Path, quick: bool, tau: float, seed: int):
-    from satjax.experiments import fig7
-    from satjax.plotting import plot_fig7
-
-    res = fig7.run(quick=quick, tau=tau, seed=seed)
-    rows = [(k, v["eta"], v["eta_stderr"], v["c1"], v["c2"], v["wD"], v["paper_eta"])
-            for k, v in res["summary"].items()]
-    print_table(rows, ["case", "eta", "eta_se", "c1", "c2", "wD", "paper eta"])
-    say(res["statement"] + f"; all inequalities hold: {res['all_inequalities_hold']}")
-    return _save_figure(outdir, "fig7", res, plot_fig7)
-
-
-def _reproduce_schedules(outdir: Path, quick: bool, tau: float, seed: int):
-    from satjax.experiments import schedules as study
-    from satjax.plotting import plot_schedules_study
-
-    res = study.run(quick=quick, tau=tau, seed=seed)
-    rows = [(k, v["c2_cosine"], v["c2_condot"], v["c2_optimised"], v["c2_optimised_stderr"],
-             v["W2sq_over_tau"], v["gap_to_W2"], "yes" if v["beats_cosine_and_condot"] else "no")
-            for k, v in res["results"].items()]
-    print_table(rows, ["data", "c2 cosine", "c2 cond-OT", "c2 optimised", "s.e.", "W2^2/tau",
-                       "gap", "beats both"])
-    return _save_figure(outdir, "schedules", res, plot_schedules_study)
-
-
-def _reproduce_fig8(outdir: Path, quick: bool, tau: float, seed: int):
-    from satjax.experiments import fig8
-    from satjax.plotting import plot_fig8
-
-    res = fig8.run(quick=quick, tau=tau, seed=seed)
-    rows = [(c["loss"], c["eta"], c["c2"], c["c2_stderr"], c["ratio_eta_over_c2"], c["D0_G21"],
-             "yes" if c["holds"]["eta<=c2"] else "NO") for c in res["cases"]]
-    print_table(rows, ["model", "eta", "c2", "c2_se", "eta/c2", "D0 (G21)", "eta<=c2"])
-    return _save_figure(outdir, "fig8", res, plot_fig8)
-
-
 @app.command()
+@handled
 def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | schedules | all")],
               quick: Annotated[bool, typer.Option("--quick", help="Small settings for CI.")] = False,
               out: Annotated[str, typer.Option("--out", help="Output folder.")] = "out",
-              means: Annotated[str, typer.Option("--means", help="fig6: the two component means.")] = "-2,2",
+              means: Annotated[str, typer.Option("--means", help="fig6: the two component means 'a,b'.")] = "-2,2",
               std: Annotated[float, typer.Option("--std", help="fig6: component standard deviation.")] = 0.5,
-              tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None):
+              tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
+              quiet: Quiet = False, no_cache: NoCache = False):
     """Reproduce one of the paper's experiments (figure PNG + JSON + table)."""
-    setup(x64, tau, json_out)
     if name not in FIGURES + ("all",):
-        fail(f"unknown figure {name!r}; choose fig6, fig7, fig8, schedules or all")
-    outdir = _prepare_out(out)
+        raise InputError(f"unknown figure {name!r}; choose fig6, fig7, fig8, schedules or all")
+    try:
+        m = tuple(float(v) for v in means.split(","))
+    except ValueError:
+        raise InputError(f"--means must be two numbers 'a,b'; got {means!r}") from None
+    if len(m) != 2 or not all(math.isfinite(v) for v in m) or m[0] == m[1]:
+        raise InputError(f"--means must be two distinct finite numbers 'a,b'; got {means!r}")
+    if not (math.isfinite(std) and 0 < std <= 100):
+        raise InputError(f"--std must be a number in (0, 100]; got {std}")
+    folder = prepare_folder(out)
     names = FIGURES if name == "all" else (name,)
+    targets = {f"{n}.{ext}": str(folder / f"{n}.{ext}") for n in names for ext in ("json", "png")}
+    if folder.exists():
+        check_outputs(targets)
+    run = start(tau, x64, seed, json_out, quiet, no_cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    from satjax import experiments
+
     results = {}
     for n in names:
-        if n == "fig6":
-            results[n] = _reproduce_fig6(outdir, quick, tau, means, std)
-        elif n == "fig7":
-            results[n] = _reproduce_fig7(outdir, quick, tau, seed)
-        elif n == "fig8":
-            results[n] = _reproduce_fig8(outdir, quick, tau, seed)
-        elif n == "schedules":
-            results[n] = _reproduce_schedules(outdir, quick, tau, seed)
-    if json_out:
-        emit_json({k: {kk: v[kk] for kk in ("cases", "all_inequalities_hold") if kk in v}
-                   for k, v in results.items()}, json_out)
+        results[n] = experiments.run_and_save(n, folder, run.console, quick=quick, tau=tau,
+                                              seed=seed, means=m, std=std)
+    finish(run, {k: {kk: v[kk] for kk in ("cases", "all_verdicts_hold", "summary") if kk in v}
+                 for k, v in results.items()})
+
+
+# ----------------------------------------------------------------------------------- bench
 
 
 @app.command()
+@handled
 def bench(quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (seconds; for CI).")] = False,
           scaling: Annotated[bool, typer.Option("--scaling", help="Also the doubling table of c_2 (N, M, d, K).")] = False,
-          big: Annotated[bool, typer.Option("--big", help="Only the MNIST-sized c_2 run (70 000 components, 784-D, 1e5 samples; minutes).")] = False,
+          big: Annotated[bool, typer.Option("--big", help="Only the MNIST-sized c_2 run (minutes).")] = False,
           out: Annotated[str, typer.Option("--out", help="Folder for bench.json and bench.png.")] = "out",
-          json_out: JsonOut = None):
+          steps: Annotated[bool, typer.Option("--steps", help="Only the sampling-step grids benchmark (benchmarks/steps.py of a source checkout; float64; about 8 minutes on 2 cores, --quick 2-4): steps.json and steps.png (steps-quick.* with --quick).")] = False,
+          json_out: JsonOut = None, quiet: Quiet = False):
     """Benchmarks against reference implementations in the same run (float32; see benchmarks/)."""
-    setup(False, 1.0, json_out)
-    check_writable(json_out)
-    outdir = _prepare_out(out)
+    folder = prepare_folder(out)
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "steps.py"
+    if steps and (big or scaling):
+        raise InputError("--steps runs alone: drop --big and --scaling")
+    if steps and not script.is_file():
+        raise InputError(f"--steps needs the benchmarks/ folder of a source checkout; "
+                         f"{str(script)!r} is missing")
+    run = start(1.0, False, 0, json_out, quiet, True)
+    folder.mkdir(parents=True, exist_ok=True)
+    if steps:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("satjax_benchmarks_steps", script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        finish(run, module.run_cli(folder, quick=quick, say=run.console.say))
+        return
     from satjax import bench as B
 
-    if big:
-        say("MNIST-sized c_2: 70 000 components, d = 784, 100 000 samples, 2 time nodes ...")
-        res = {"machine": B.machine(), "big": B.big_c2()}
-        r = res["big"]
-        say(f"c2 = {r['c2']:.6g} in {r['seconds']:.1f} s (compile {r['compile_s']:.1f} s); "
-            f"peak RSS {r['peak_rss_mb']:.0f} MB, XLA peak {r['peak_mb']:.0f} MB")
-        _write_json_atomic(res, outdir / "bench_big.json")
-        emit_json(res, json_out)
-        return
-    res = B.run(quick, progress=lambda s: say(f"... {s}"))
-    if scaling:
-        res["scaling"] = B.scaling(quick, progress=lambda s: say(f"... {s}"))
-    for line in B.format_rows(res["comparisons"]):
-        say(line)
-    rl = res["rooflines"]
-    say(f"machine: XLA GEMM {rl['xla_gemm_gflops']:.0f} GFLOP/s, exp {rl['xla_exp_per_ns']:.2f}/ns "
-        f"(XLA), {rl['numpy_exp_per_ns']:.2f}/ns (NumPy)")
-    if scaling:
-        print_table([[r["varied"], r["factor"], r["N"], r["M"], r["d"], r["K"], r["seconds"],
-                      r["peak_mb"], "" if r["exponent"] is None else round(r["exponent"], 2)]
-                     for r in res["scaling"]["rows"]],
-                    ["varied", "x", "N", "M", "d", "K", "seconds", "peak MB", "exponent"])
-    from satjax.plotting import plot_bench
-
-    _write_json_atomic(res, outdir / "bench.json")
-    plot_bench(res, str(outdir / "bench.png"))
-    say(f"wrote {outdir / 'bench.json'} and {outdir / 'bench.png'}")
-    emit_json(res, json_out)
+    res = B.run_cli(folder, quick=quick, scaling_table=scaling, big=big, say=run.console.say)
+    finish(run, res)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,31 +1,39 @@
-"""Linear forces f_t(x) = A_t x + b_t and their Gaussian transitions (PAPER.md Eq. 16, B3, B4).
+"""Linear forces f_t(x) = A_t x + b_t and their Gaussian transitions (docs/theory.md §1; Eq. 16, B3, B4).
 
-Every forward protocol with a linear force is a :class:`LinearForce`: it knows its temperature
-T_t, its force f_t(x), and the transition kernel P_t(x|y) = N(Φ_t y + c_t, Σ_t) with
+A :class:`LinearForce` is the :class:`~satjax.protocol.Protocol` of a diffusion with a linear
+force and temperature T_t. Its transition kernel is P_t(x|y) = N(Φ_t y + c_t, Σ_t) with
 
     ∂_t Φ = A_t Φ,  Φ_0 = I;   ∂_t c = A_t c + b_t,  c_0 = 0;
     ∂_t Σ = A_t Σ + Σ A_tᵀ + 2 T_t I,  Σ_0 = 0                                  (B3, B4)
 
-Schedules (``satjax.schedules``) are the special case A_t = (∂_t ln m_t) I, b = 0. This module adds
-the rotating non-conservative force of Eq. 99 (closed form) and a general linear force given by
-functions of t (transition by an adaptive ODE solve with diffrax).
+so Gaussian-mixture data stay Gaussian mixtures (Eq. 17, :func:`push`), and the fields of P_t
+come from the tiled engine (:mod:`satjax.engine`). Schedules (:mod:`satjax.schedules`) are the
+special case A_t = (∂_t ln m_t) I, b = 0. This module adds the rotating non-conservative force of
+Eq. 99 (closed form) and a general linear force given by functions of t (transition by an
+adaptive ODE solve with diffrax).
 
-The marginal velocity of Gaussian-mixture data (``satjax.forward``) needs, besides the transition
-and its time derivative, the part of A_t that does not commute with the component covariances:
-``rotation_generator(t)`` returns a matrix K_t with A_t = a_t I + K_t (a_t scalar, possibly
-singular such as ∂_t ln m at m = 0), or ``None`` when A_t is a multiple of the identity.
+The velocity needs, besides the transition and its time derivative, the part of A_t that does
+not commute with the component covariances: ``rotation_generator(t)`` returns K_t with
+A_t = a_t I + K_t (a_t scalar, possibly singular such as ∂_t ln m at m = 0), or None.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Optional
 
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
+from jax.typing import ArrayLike
+from jaxtyping import Array, Float, Real
 
 from satjax._util import as_float, check_tau, gauss_legendre, is_concrete, time_derivative
+from satjax.engine import Fields, evaluate
+from satjax.mixtures import GaussianMixture
+from satjax.protocol import OUTPUTS, Protocol, Rates
 
 
 class IsoTransition(struct.PyTreeNode):
@@ -48,32 +56,74 @@ class FullTransition(struct.PyTreeNode):
     cov: jax.Array
 
 
-class LinearForce(struct.PyTreeNode):
-    """Abstract forward protocol with a linear force f_t(x) = A_t x + b_t (Eq. 16).
+def push(data: GaussianMixture, tr) -> GaussianMixture:
+    """The mixture of N(Φ μ_k + c, Φ S_k Φᵀ + Σ) for a transition N(Φ y + c, Σ) (Eq. 17)."""
+    d = data.dim
+    if isinstance(tr, IsoTransition):
+        R = tr.rotation
+        mu = data.means if R is None else data.means @ R.T
+        mu = tr.scale * mu
+        if tr.shift is not None:
+            mu = mu + tr.shift
+        phi2 = tr.scale**2
+        if data.kind == "iso":
+            cov, kind = phi2 * data.cov + tr.var, "iso"
+        elif data.kind == "diag" and R is None:
+            cov, kind = phi2 * data.cov + tr.var, "diag"
+        else:
+            S = data.full_cov()
+            if R is not None:
+                S = jnp.einsum("ij,kjl,ml->kim", R, S, R)
+            cov, kind = phi2 * S + tr.var * jnp.eye(d, dtype=S.dtype), "full"
+    else:
+        if tr.phi.shape != (d, d):
+            raise ValueError(f"transition of dimension {tr.phi.shape[0]} applied to "
+                             f"{d}-dimensional data")
+        mu = data.means @ tr.phi.T + tr.shift
+        cov = jnp.einsum("ij,kjl,ml->kim", tr.phi, data.full_cov(), tr.phi) + tr.cov
+        kind = "full"
+    return GaussianMixture(weights=data.weights, means=mu, cov=cov, kind=kind)
 
-    Subclasses implement ``temperature``, ``force``, ``transition``; ``dim`` is the data
-    dimension the force acts in (``None``: any dimension).
+
+def lyapunov_speed_sq(mean_rate, cov, cov_rate):
+    """W2 speed² of a Gaussian path: ‖μ'‖² + tr(L Σ L) with L Σ + Σ L = Σ' (docs/theory.md §5).
+
+    Up to d = 16 the Lyapunov equation is solved as the linear system (I ⊗ Σ + Σ ⊗ I) vec L =
+    vec Σ', whose derivatives are finite for repeated eigenvalues (isotropic Σ); beyond, in Σ's
+    eigenbasis (derivatives undefined where eigenvalues coincide)."""
+    d = cov.shape[0]
+    if d <= 16:
+        eye = jnp.eye(d, dtype=cov.dtype)
+        L = jnp.linalg.solve(jnp.kron(eye, cov) + jnp.kron(cov, eye),
+                             cov_rate.reshape(-1)).reshape(d, d)
+        return jnp.sum(mean_rate**2) + jnp.trace(L @ cov @ L)
+    lam, U = jnp.linalg.eigh(cov)
+    D = U.T @ cov_rate @ U
+    Lt = D / (lam[:, None] + lam[None, :])
+    return jnp.sum(mean_rate**2) + jnp.sum(Lt**2 * lam[None, :])  # Σ_ij Lt_ij² λ_j
+
+
+def _describe(obj) -> dict:
+    """Class name and the array/number fields of a dataclass pytree, JSON-ready."""
+    out = {"class": type(obj).__name__}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if callable(v):
+            continue
+        a = np.asarray(v) if not isinstance(v, (str, bool)) else v
+        out[f.name] = a.tolist() if isinstance(a, np.ndarray) else a
+    return out
+
+
+class LinearForce(Protocol):
+    """Abstract diffusion with a linear force f_t(x) = A_t x + b_t (Eq. 16) on mixture data.
+
+    Subclasses implement ``temperature``, ``force``, ``transition`` (and ``rotation_generator``
+    when A_t is not a multiple of I); everything the :class:`~satjax.protocol.Protocol`
+    interface asks for follows from them.
     """
 
-    tau: jax.Array
-
-    @property
-    def dim(self) -> Optional[int]:
-        return None
-
-    @property
-    def conservative(self) -> bool:
-        """Whether every marginal velocity is a gradient field (no circulation)."""
-        return True
-
-    def temperature(self, t):
-        """T_t ≥ 0, the noise intensity of Eq. 2."""
-        raise NotImplementedError
-
-    def force(self, x, t):
-        """f_t(x) = A_t x + b_t for one point x of shape (d,)."""
-        raise NotImplementedError
-
+    # ------------------------------------------------------------------ to implement
     def transition(self, t):
         """The Gaussian transition P_t(·|y) (B3, B4) as an Iso- or FullTransition."""
         raise NotImplementedError
@@ -89,6 +139,63 @@ class LinearForce(struct.PyTreeNode):
     def diffusion(self, t):
         """sqrt(2 T_t), the noise amplitude of the SDE (Eq. 2)."""
         return jnp.sqrt(2.0 * jnp.maximum(self.temperature(t), 0.0))
+
+    # ------------------------------------------------------------------ Protocol
+    def check(self, data) -> None:
+        if not isinstance(data, GaussianMixture):
+            raise TypeError(f"`data` must be a GaussianMixture; got {type(data).__name__}")
+        super().check(data)
+
+    def describe(self) -> dict:
+        return _describe(self)
+
+    def marginal(self, data, t) -> GaussianMixture:
+        """P_t (Eq. 17)."""
+        return push(data, self.transition(as_float(t)))
+
+    def marginal_and_rate(self, data, t):
+        """(P_t, ∂_t P_t) as mixtures: the rate holds the components' mean and covariance rates."""
+        tr, dtr = self.transition_and_rate(as_float(t))
+        return jax.jvp(lambda v: push(data, v), (tr,), (dtr,))
+
+    def fields(self, data, x: Float[Array, "n d"], t: Real[ArrayLike, ""], outputs=OUTPUTS, *,
+               chunk=None) -> Fields:
+        t = as_float(t)
+        outputs = tuple(outputs)
+        if "velocity" in outputs:
+            marg, rate = self.marginal_and_rate(data, t)
+        else:
+            marg, rate = self.marginal(data, t), None
+        return evaluate(marg, x, rate=rate, generator=self.rotation_generator(t), chunk=chunk,
+                        outputs=outputs)
+
+    def sample_given(self, data, t: Real[ArrayLike, ""], draws) -> Float[Array, "n d"]:
+        return self.marginal(data, t).sample_given(draws.idx, draws.eps)
+
+    def circulation(self, t):
+        K = self.rotation_generator(t)
+        return None if K is None else 0.5 * (K - K.T)
+
+    def has_exact_rates(self, data) -> bool:
+        return data.n_components == 1
+
+    def exact_rates(self, data, t) -> Rates:
+        """Closed forms for single-Gaussian data: ν = μ' + B(x − μ), B = (C'/2 + W) C⁻¹ with
+        W = (K C − C Kᵀ)/2, so E‖ν‖² = ‖μ'‖² + tr(B C Bᵀ), E[ν·∇ln P] = −tr B, E[f·ν] =
+        E‖ν‖² + T E[ν·∇ln P] (f = ν + T∇ln P), and v_2² by the Lyapunov formula."""
+        t = as_float(t)
+        marg, rate = self.marginal_and_rate(data, t)
+        C, dC, dmu = marg.full_cov()[0], rate.full_cov()[0], rate.means[0]
+        M = 0.5 * dC
+        K = self.rotation_generator(t)
+        if K is not None:
+            M = M + 0.5 * (K @ C - C @ K.T)
+        B = jnp.linalg.solve(C.T, M.T).T  # M C⁻¹
+        kin = dmu @ dmu + jnp.trace(B @ C @ B.T)
+        sfl = -jnp.trace(B)
+        T = self.temperature(t)
+        speed = kin if self.rotation_generator(t) is None else lyapunov_speed_sq(dmu, C, dC)
+        return Rates(kinetic=kin, speed_sq=speed, score_flux=sfl, force_flux=kin + T * sfl)
 
 
 _J = jnp.array([[0.0, -1.0], [1.0, 0.0]])

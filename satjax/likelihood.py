@@ -45,9 +45,19 @@ def _div_hutch(fld, x, t, probes):
     return jax.vmap(lambda e: e @ jvp(e))(probes)
 
 
-@partial(jax.jit, static_argnames=("prior_log_prob", "n_steps", "method", "exact"))
-def _loglik(fld, prior_log_prob, x, probes, t0, t1, n_steps, method, exact):
+class LogDensityFlow(struct.PyTreeNode):
+    """Points and log-density increments along a flow: ``ts`` (S,) saved times, ``xs`` (S, N, d)
+    and ``ells`` (S, N, P) = ∫_{t_start}^{t} ∇·ν dt (P probe estimates; P = 1 when exact)."""
+
+    ts: jax.Array
+    xs: jax.Array
+    ells: jax.Array
+
+
+@partial(jax.jit, static_argnames=("n_steps", "n_save", "method", "exact"))
+def _flow(fld, x, probes, t0, t1, n_steps, n_save, method, exact):
     dt = (t1 - t0) / n_steps
+    every = n_steps // n_save
 
     def rhs(x, t, pr):
         v = fld(x, t)
@@ -73,15 +83,56 @@ def _loglik(fld, prior_log_prob, x, probes, t0, t1, n_steps, method, exact):
             return (x + dt / 6 * (v1 + 2 * v2 + 2 * v3 + v4),
                     ell + dt / 6 * (d1 + 2 * d2 + 2 * d3 + d4)), None
 
-        n_est = 1 if exact else pr.shape[0]
-        (xe, ell), _ = jax.lax.scan(step, (xi, jnp.zeros((n_est,), xi.dtype)), jnp.arange(n_steps))
-        est = prior_log_prob(xe) + ell
-        se = jnp.zeros_like(est[0]) if exact else jnp.std(est, ddof=1) / jnp.sqrt(n_est)
-        return jnp.mean(est), se, xe
+        def block(carry, j):
+            carry, _ = jax.lax.scan(step, carry, j * every + jnp.arange(every))
+            return carry, carry
 
-    lp, se, xe = jax.vmap(one)(x, probes)
-    return LogLikelihood(log_prob=lp, stderr=se, x_end=xe,
-                         finite=jnp.all(jnp.isfinite(lp)) & jnp.all(jnp.isfinite(xe)))
+        n_est = 1 if exact else pr.shape[0]
+        init = (xi, jnp.zeros((n_est,), xi.dtype))
+        _, (xs, ells) = jax.lax.scan(block, init, jnp.arange(n_save))
+        return (jnp.concatenate([xi[None], xs]),
+                jnp.concatenate([jnp.zeros((1, n_est), xi.dtype), ells]))
+
+    xs, ells = jax.vmap(one)(x, probes)  # (N, S, d), (N, S, P)
+    ts = t0 + (t1 - t0) * (jnp.arange(n_save + 1) / n_save).astype(x.dtype)
+    return LogDensityFlow(ts=ts, xs=jnp.swapaxes(xs, 0, 1), ells=jnp.swapaxes(ells, 0, 1))
+
+
+def flow_with_log_density(velocity, x, *, t_start, t_end, n_steps: int = 200,
+                          n_save: int = 1, method: str = "rk4", divergence: str = "exact",
+                          key=None, n_probes: int = 8, shard: _sh.ShardSpec = False):
+    """Carry points along dx/dt = ν_t(x) with ∫ ∇·ν dt (instantaneous change of variables).
+
+    For a density p at t_start, ln p_t(x_t) = ln p(x_start) − ells (the flow pushes p forward).
+    Arguments as :func:`log_likelihood`; ``n_save`` saved states (a divisor of ``n_steps``).
+
+    Returns:
+      :class:`LogDensityFlow`.
+    """
+    fld = as_field(velocity)
+    x = jnp.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"`x` must have shape (N, d); got {x.shape}")
+    if method not in _STEPPERS:
+        raise ValueError(f"`method` must be one of {_STEPPERS}; got {method!r}")
+    if divergence not in ("exact", "hutchinson"):
+        raise ValueError(f"`divergence` must be 'exact' or 'hutchinson'; got {divergence!r}")
+    if n_steps < 1 or n_save < 1 or n_steps % n_save:
+        raise ValueError(f"`n_steps` ({n_steps}) must be a positive multiple of `n_save` "
+                         f"({n_save})")
+    exact = divergence == "exact"
+    mesh = _sh.resolve(shard)
+    if exact:
+        probes = jnp.zeros((x.shape[0], 1, x.shape[1]), x.dtype)
+    else:
+        if key is None:
+            raise ValueError("Hutchinson's estimator needs a PRNG `key`")
+        if n_probes < 2:
+            raise ValueError(f"`n_probes` must be >= 2 for a standard error; got {n_probes}")
+        probes = _probes(key, (x.shape[0], n_probes, x.shape[1]), x.dtype, mesh)
+    x, probes = _sh.shard_samples((x, probes), mesh)
+    return _flow(fld, x, probes, jnp.asarray(t_start, x.dtype), jnp.asarray(t_end, x.dtype),
+                 int(n_steps), int(n_save), method, exact)
 
 
 def _probes(key, shape, dtype, mesh):
@@ -104,42 +155,29 @@ def log_likelihood(velocity: Field | Callable, x, *, prior_log_prob: Callable, t
     Args:
       velocity: field ν(x, t) for one point (a :mod:`satjax.reverse` Field or a callable).
       x: points (N, d) at time ``t_start`` (usually 0, the data end).
-      prior_log_prob: ln density at ``t_end`` for one point (d,) -> scalar; a static callable
-        (e.g. ``lambda y: P_tau.log_prob(y)`` for the exact end marginal).
+      prior_log_prob: ln density at ``t_end`` for points (N, d) -> (N,) (e.g.
+        ``P_tau.log_prob`` for the exact end marginal).
       t_start, t_end: integration interval in forward time.
       n_steps: fixed steps.
       method: "euler", "heun" or "rk4".
       divergence: "exact" (Jacobian trace) or "hutchinson" (needs ``key``).
       n_probes: Rademacher probes for Hutchinson (≥ 2, for a standard error).
       shard: split the N points (and their probes) over devices (``True``: all, or a mesh; see
-        :mod:`satjax.sharding`); N must be divisible by the device count. Each device draws
-        the probes of its own points (the same numbers as unsharded).
+        :mod:`satjax.sharding`); N must be divisible by the device count.
 
     Returns:
       LogLikelihood with per-point ``log_prob`` and ``stderr``.
     """
-    fld = as_field(velocity)
-    x = jnp.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"`x` must have shape (N, d); got {x.shape}")
-    if method not in _STEPPERS:
-        raise ValueError(f"`method` must be one of {_STEPPERS}; got {method!r}")
-    if divergence not in ("exact", "hutchinson"):
-        raise ValueError(f"`divergence` must be 'exact' or 'hutchinson'; got {divergence!r}")
-    if n_steps < 1:
-        raise ValueError(f"`n_steps` must be >= 1; got {n_steps}")
     if not callable(prior_log_prob):
         raise TypeError("`prior_log_prob` must be a callable y -> ln P(y)")
-    exact = divergence == "exact"
-    mesh = _sh.resolve(shard)
-    if exact:
-        probes = jnp.zeros((x.shape[0], 1, x.shape[1]), x.dtype)
-    else:
-        if key is None:
-            raise ValueError("Hutchinson's estimator needs a PRNG `key`")
-        if n_probes < 2:
-            raise ValueError(f"`n_probes` must be >= 2 for a standard error; got {n_probes}")
-        probes = _probes(key, (x.shape[0], n_probes, x.shape[1]), x.dtype, mesh)
-    x, probes = _sh.shard_samples((x, probes), mesh)
-    return _loglik(fld, prior_log_prob, x, probes, jnp.asarray(t_start, x.dtype),
-                   jnp.asarray(t_end, x.dtype), int(n_steps), method, exact)
+    fl = flow_with_log_density(velocity, x, t_start=t_start, t_end=t_end, n_steps=n_steps,
+                               n_save=1, method=method, divergence=divergence, key=key,
+                               n_probes=n_probes, shard=shard)
+    xe, ell = fl.xs[-1], fl.ells[-1]
+    est = prior_log_prob(xe)[:, None] + ell  # (N, P)
+    n_est = est.shape[1]
+    se = (jnp.zeros_like(est[:, 0]) if n_est == 1
+          else jnp.std(est, axis=1, ddof=1) / jnp.sqrt(n_est))
+    lp = jnp.mean(est, axis=1)
+    return LogLikelihood(log_prob=lp, stderr=se, x_end=xe,
+                         finite=jnp.all(jnp.isfinite(lp)) & jnp.all(jnp.isfinite(xe)))

@@ -1,23 +1,27 @@
-"""Schedule optimisation with optax over the learnable polar family (PAPER.md section 7).
+"""Schedule optimisation with optax over the learnable polar family (docs/theory.md §7).
 
 Objectives for a schedule (m_t, σ_t) on data q:
-  * ``c2``          c_2 = ∫ v_2² dt of the exact forward path (Eq. 68; = w_D for schedules, whose
-                    force is conservative), by quadrature in 1-D, closed form for Gaussian data and
-                    Monte Carlo with fixed common random numbers in n-D;
-  * ``wD``          w_D = ∫ E‖ν_t‖² dt (identical to c2 for schedules; kept for forces);
-  * ``conditional`` the conditional kinetic energy n_d ∫ (m'² + σ'²) dt (Eq. 93), whose minimiser
-                    is cond-OT (free family, value 2 n_d/τ) and cosine under m² + σ² = 1 (value
-                    (π/2)² n_d/τ) (94, 95).
-The lower limit of c_2 over all protocols is W_2(q, P_τ)²/τ, reached by the geodesic (69, 70).
 
-Parameters are unconstrained (Legendre coefficients of the polar family), so every optax step
-is a valid schedule. A step that produces a non-finite objective or gradient stops the run; the
-best schedule so far is returned with ``diverged=True``.
+* ``c2`` — c_2 = ∫ v_2² dt of the exact forward path (Eq. 68; = w_D for schedules, whose force
+  is conservative), by the path estimator (closed form, quadrature, grid or Monte Carlo with
+  fixed common random numbers);
+* ``wD`` — w_D = ∫ E‖ν_t‖² dt (identical to c2 for schedules; kept for forces);
+* ``conditional`` — the conditional kinetic energy n_d ∫ (m'² + σ'²) dt (Eq. 93), minimised by
+  cond-OT (free family, 2 n_d/τ) and cosine under m² + σ² = 1 ((π/2)² n_d/τ) (Eq. 94, 95);
+* ``eta`` / ``c1`` — η or c_1 of the speed-accuracy relation for a given reverse-start
+  perturbation (:func:`satjax.bound.bound_kernel`, particles with fixed random numbers in n-D),
+  differentiated through the transport.
+
+The lower limit of c_2 over all protocols is W_2(q, P_τ)²/τ, reached by the geodesic (Eq. 69,
+70). Parameters are unconstrained (Legendre coefficients), so every step is a valid schedule. A
+step with a non-finite objective or gradient stops the run; the best schedule so far is
+returned with ``diverged=True``.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -25,12 +29,11 @@ import numpy as np
 import optax
 from flax import struct
 
-from satjax import path as sjpath
 from satjax import schedules as S
 from satjax._util import gauss_legendre
-from satjax.mixtures import GaussianMixture
+from satjax.estimators import resolve
 
-OBJECTIVES = ("c2", "wD", "conditional")
+OBJECTIVES = ("c2", "wD", "conditional", "eta", "c1")
 FAMILIES = ("free", "vp")
 
 
@@ -51,61 +54,94 @@ class OptimizeResult(struct.PyTreeNode):
     steps: int = struct.field(pytree_node=False, default=0)
 
 
-def make_objective(data: GaussianMixture, objective: str, *, key=None, n_time: int = 48,
-                   n_samples: int = 2048, n_points: int = 2048):
-    """A function schedule -> scalar objective (differentiable in the schedule's leaves)."""
+def make_objective(data, objective: str, template: S.Schedule, *, key=None, n_time: int = 32,
+                   estimator="auto", perturbation=None, transport="auto") -> Callable:
+    """A function schedule -> scalar objective, differentiable in the schedule's leaves.
+
+    ``template`` fixes the family (its class and shapes) for the estimator's preparation; the
+    random numbers (``key``) are drawn once, so the objective is a smooth deterministic function.
+
+    Raises:
+      ValueError: unknown objective, eta/c1 without a perturbation, estimators that do not apply.
+    """
     if callable(objective):
         return objective
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
     if objective == "conditional":
+        if getattr(template, "log_edge", None) is not None and template.log_edge.shape[0]:
+            raise ValueError("the conditional energy (Eq. 93) is infinite with the arcsine edge "
+                             "component (θ' ∝ s^-1/2); use a schedule built with edge=False")
         return lambda sch: conditional_energy(sch, data.dim, n_time)
-    method = "gaussian" if data.n_components == 1 else ("quadrature" if data.dim == 1 else "mc")
-    if method == "mc" and key is None:
-        raise ValueError(f"objective {objective!r} on {data.dim}-D mixture data is a Monte-Carlo "
-                         "estimate: pass a PRNG `key` (its draws are fixed for the whole run)")
-    from satjax import thermo
+    from satjax import bound as B
+    from satjax import path as P
 
-    draws = thermo.draws(key, data, n_samples) if method == "mc" else None
+    keys = [None] * 3 if key is None else jax.random.split(key, 3)
+    est = resolve(data, template, estimator, key=keys[0])
+    ts, _ = gauss_legendre(n_time, 0.0, template.tau)
+    est = est.prepare(template, data, ts)
+    if objective in ("c2", "wD"):
+        def value(sch):
+            pc = P.path_cost_kernel(sch, data, est, jnp.zeros_like(sch.tau), sch.tau, n_time)
+            return pc.c2.value if objective == "c2" else pc.wD.value
+
+        return value
+    if perturbation is None:
+        raise ValueError(f"objective {objective!r} needs a reverse-start `perturbation`")
+    tr = B.resolve_transport(transport, data, None, keys[1])
 
     def value(sch):
-        pc = sjpath._path_cost(sch, data, jnp.zeros(()), sch.tau, draws, n_time, n_points, None,
-                               method, 2, True)
-        return pc.c2 if objective == "c2" else pc.wD
+        r = B.bound_kernel(sch, data, perturbation, None, est, tr, n_time, keys[2])
+        return r.eta.value if objective == "eta" else r.c1.value
 
     return value
 
 
-def optimize_schedule(data: GaussianMixture, *, family: str = "free", objective: str = "c2",
-                      tau: float = 1.0, n_basis: int = 6, steps: int = 300,
-                      learning_rate: float = 0.05, key=None, init: Optional[S.PolarSchedule] = None,
-                      n_time: int = 48, n_samples: int = 2048, progress: bool = False,
-                      **objective_kw) -> OptimizeResult:
+def _finite_tree(tree):
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(tree)]))
+
+
+def optimize_schedule(data, *, family: str = "free", objective: str = "c2", tau: float = 1.0,
+                      n_basis: int = 6, steps: int = 300, learning_rate: float = 0.05, key=None,
+                      init: Optional[S.PolarSchedule] = None, n_time: int = 32,
+                      estimator="auto", perturbation=None, transport="auto",
+                      progress: Optional[Callable[[int, float], None]] = None) -> OptimizeResult:
     """Minimise ``objective`` over the polar family with Adam.
 
     Args:
-      data: q as a Gaussian mixture.
-      family: "free" (m, σ independent) or "vp" (m² + σ² = 1).
-      objective: "c2", "wD", "conditional", or a callable schedule -> scalar.
+      data: q.
+      family: "free" (m, σ independent) or "vp" (m² + σ² = 1; with the arcsine edge component).
+      objective: one of ``OBJECTIVES`` or a callable schedule -> scalar.
       tau: protocol duration.
       n_basis: Legendre coefficients for the angle (and radius).
       steps: Adam steps.
-      learning_rate: Adam step size.
-      key: PRNG key for Monte-Carlo objectives (n-D mixtures).
-      init: starting schedule (default: cosine).
-      progress: show a tqdm progress bar.
+      learning_rate: Adam step size (finite, > 0).
+      key: PRNG key for Monte-Carlo objectives.
+      init: starting schedule (default: cosine, plus the edge component for "vp" unless the
+        objective is "conditional", whose value is infinite with it).
+      n_time: Gauss–Legendre nodes.
+      estimator, perturbation, transport: see :func:`make_objective`.
+      progress: called as ``progress(step, value)`` after each step.
 
     Returns:
       OptimizeResult with the best schedule seen (``diverged`` if a step went non-finite).
+
+    Raises:
+      ValueError: unknown family, steps < 1, a learning rate that is not finite and > 0.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose 'free' or 'vp'")
-    if steps < 1:
-        raise ValueError(f"`steps` must be >= 1; got {steps}")
-    fn = make_objective(data, objective, key=key, n_time=n_time, n_samples=n_samples,
-                        **objective_kw)
-    sch0 = init if init is not None else S.polar(n_basis, n_basis, vp=family == "vp", tau=tau)
-    params = {"angle": sch0.angle, "log_radius": sch0.log_radius}
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"`steps` must be an int >= 1; got {steps!r}")
+    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
+            and learning_rate > 0):
+        raise ValueError(f"`learning_rate` must be a finite number > 0; got {learning_rate!r}")
+    edge = family == "vp" and objective != "conditional"
+    sch0 = init if init is not None else S.polar(n_basis, n_basis, vp=family == "vp", tau=tau,
+                                                 edge=edge)
+    fn = make_objective(data, objective, sch0, key=key, n_time=n_time, estimator=estimator,
+                        perturbation=perturbation, transport=transport)
+    params = {"angle": sch0.angle, "log_radius": sch0.log_radius, "log_edge": sch0.log_edge}
 
     def loss(p):
         return fn(sch0.replace(**p))
@@ -116,20 +152,13 @@ def optimize_schedule(data: GaussianMixture, *, family: str = "free", objective:
     def step(p, state):
         val, g = jax.value_and_grad(loss)(p)
         upd, state = opt.update(g, state, p)
-        ok = jnp.isfinite(val) & jnp.all(jnp.asarray(jax.tree_util.tree_map(
-            lambda v: jnp.all(jnp.isfinite(v)), jax.tree_util.tree_leaves(g))))
-        return optax.apply_updates(p, upd), state, val, ok
+        return optax.apply_updates(p, upd), state, val, jnp.isfinite(val) & _finite_tree(g)
 
     state = opt.init(params)
     best_p, best_v = params, np.inf
     history = []
     diverged = False
-    it = range(steps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, desc=f"optimise {family}/{objective}")
-    for _ in it:
+    for i in range(steps):
         new_p, state, val, ok = step(params, state)
         v = float(val)
         if not bool(ok):
@@ -139,8 +168,8 @@ def optimize_schedule(data: GaussianMixture, *, family: str = "free", objective:
         if v < best_v:
             best_v, best_p = v, params
         params = new_p
-        if progress:
-            it.set_postfix(objective=f"{v:.5g}")
+        if progress is not None:
+            progress(i, v)
     if not diverged:
         final = float(loss(params))
         if np.isfinite(final) and final < best_v:

@@ -1,37 +1,35 @@
-"""The cost of a forward path: w_D, c_2, path length, S_tot and the hierarchy of Eq. 68/92.
+"""The cost of a forward path: w_D, c_2, the path length and the hierarchy of Eq. 68 / 92.
 
     w_D = ∫ T_t Ṡ_tot dt = ∫ E‖ν_t‖² dt  ≥  c_2 = ∫ v_2² dt  ≥  L_τ²/τ  ≥  W_2(P_0, P_τ)²/τ,
-    L_τ = ∫ v_2 dt                                                           (36, 65–68, 92)
+    L_τ = ∫ v_2 dt                                                     (36, 65–68, 92)
 
-Expectations: closed form for single-Gaussian data, quadrature in 1-D, Monte Carlo with common
-random numbers in n-D (standard errors reported); v_2² from :mod:`satjax.geometry.speed`.
+One function, :func:`path_cost`, for every protocol and data; the estimator
+(:mod:`satjax.estimators`) decides how expectations and the W2 speed are computed and each
+integral comes back as an :class:`~satjax.estimate.Estimate` (docs/theory.md §5, §8).
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from satjax import thermo
-from satjax._util import map_over_nodes
-from satjax.forces import LinearForce
-from satjax.forward import marginal_and_rate
-from satjax.geometry import speed
-from satjax.mixtures import GaussianMixture
+from satjax._util import gauss_legendre
+from satjax.estimate import Estimate, Verdict, compare
+from satjax.estimators import integrate_nodes, node_means, rates_at_nodes, resolve
+from satjax.thermo import entropy_from_rates, interval
 
 
 class PathCost(struct.PyTreeNode):
     """Costs of a forward path on [t0, t1] (Gauss–Legendre nodes ``ts``, weights ``wts``).
 
     Per node: ``kinetic`` = E‖ν‖² = T Ṡ_tot, ``speed_sq`` = v_2², ``temperature``.
-    Integrals: ``wD``, ``c2``, ``path_length`` (L_τ), ``S_tot`` (+∞ when T_{t0} = 0), with
-    Monte-Carlo standard errors ``wD_stderr``, ``c2_stderr`` (0 when exact).
-    ``method``: how expectations were taken; ``speed_exact``: whether v_2² is exact (conservative
-    velocity or Gaussian P_t) or a projected lower estimate.
+    Integrals (Estimates): ``wD``, ``c2`` (kind "lower" with ``upper`` = w_D when the speed is
+    a projection estimate), ``path_length`` (L_τ), ``S_tot``. ``c2_wD_covariance``: Cov of the
+    two Monte-Carlo integrals (shared draws; 0 otherwise). ``rotational_gap``: held-out minus
+    in-sample rotational part of a projection, integrated (its over-fitting; 0 otherwise).
     """
 
     ts: jax.Array
@@ -39,152 +37,138 @@ class PathCost(struct.PyTreeNode):
     kinetic: jax.Array
     speed_sq: jax.Array
     temperature: jax.Array
-    wD: jax.Array
-    wD_stderr: jax.Array
-    c2: jax.Array
-    c2_stderr: jax.Array
-    path_length: jax.Array
-    S_tot: jax.Array
-    S_tot_finite: jax.Array
+    wD: Estimate
+    c2: Estimate
+    path_length: Estimate
+    S_tot: Estimate
+    c2_wD_covariance: jax.Array
+    rotational_gap: jax.Array
     finite: jax.Array
-    method: str = struct.field(pytree_node=False, default="quadrature")
-    speed_exact: bool = struct.field(pytree_node=False, default=True)
+    converged: jax.Array
 
 
-def _skew(protocol, t):
-    K = protocol.rotation_generator(t)
-    return None if K is None else 0.5 * (K - K.T)
-
-
-@partial(jax.jit, static_argnames=("n_time", "n_points", "chunk", "method", "degree", "conservative"))
-def _path_cost(protocol, data, t0, t1, mcdraws, n_time, n_points, chunk, method, degree,
-               conservative):
-    ep = thermo._entropy_production(protocol, data, t0, t1, mcdraws, n_time, n_points, chunk,
-                                    method)
-    ts, wts = ep.ts, ep.wts
-    corr_err = jnp.zeros_like(ep.wD)
-    if conservative:
-        speed_sq = ep.kinetic
-    elif method == "gaussian":
-        def one(t):
-            marg, rate = marginal_and_rate(protocol, data, t)
-            return speed.lyapunov_speed_sq(rate.means[0], marg.full_cov()[0], rate.full_cov()[0])
-        speed_sq = jax.vmap(one)(ts)
+def path_cost_kernel(protocol, data, est, t0, t1, n_time: int) -> PathCost:
+    """The traceable core of :func:`path_cost` for a prepared estimator (no eager checks):
+    for use inside ``jax.jit``/``jax.grad`` (e.g. schedule optimisation)."""
+    ts, wts = gauss_legendre(n_time, t0, t1)
+    r = rates_at_nodes(est, protocol, data, ts, speed=True)
+    per = est.per_sample
+    ep = entropy_from_rates(protocol, r, ts, wts, t0, per, est.method)
+    c2, c2_se, c2_paths = integrate_nodes(wts, r.speed_sq, per)
+    speed_sq = node_means(r.speed_sq, per)
+    zero = jnp.zeros_like(c2)
+    wD_err = zero if r.kinetic_change is None else jnp.abs(wts @ r.kinetic_change)
+    c2_err = zero if r.speed_change is None else jnp.abs(wts @ r.speed_change)
+    kind = est.speed_kind(protocol, data)
+    cov = zero
+    gap = zero
+    if per:
+        _, _, wd_paths = integrate_nodes(wts, r.kinetic, per)
+        n = wd_paths.shape[0]
+        cov = jnp.cov(c2_paths, wd_paths)[0, 1] / n
+    if r.rotational_in_sample is not None:
+        held = jnp.mean(r.kinetic - r.speed_sq, -1)
+        gap = wts @ (held - r.rotational_in_sample)
+    speed = jnp.sqrt(jnp.maximum(speed_sq, 0.0))
+    length = wts @ speed
+    if per:  # delta method per path: L_i ≈ Σ_t w_t v_2(t)² paths / (2 v_2(t)) + const
+        lin = wts @ (r.speed_sq / (2.0 * jnp.maximum(speed, 1e-300))[:, None])
+        length_se = jnp.std(lin, ddof=1) / jnp.sqrt(lin.shape[0])
     else:
-        # ν = ∇(·) + K_skew x: project only the rotational part of the force (speed.py).
-        def corr(t):
-            marg = marginal_and_rate(protocol, data, t)[0]
-            x = marg.sample_given(mcdraws.idx, mcdraws.eps)
-            r = x @ _skew(protocol, t).T
-            grad_part, _ = speed.project_onto_gradients(x, r, degree=degree)
-            return jnp.sum(grad_part**2, -1) - jnp.sum(r**2, -1)
-        c = map_over_nodes(corr, ts, mcdraws.eps.size)  # (n_time, N)
-        speed_sq = ep.kinetic + c.mean(1)
-        corr_err = jnp.std(wts @ c, ddof=1) / jnp.sqrt(c.shape[1])
-    c2 = wts @ speed_sq
-    c2_err = jnp.sqrt(ep.wD_stderr**2 + corr_err**2)
-    length = wts @ jnp.sqrt(jnp.maximum(speed_sq, 0.0))
+        length_se = zero
+    wD = ep.wD.replace(error=wD_err)
+    c2_est = Estimate(value=c2, stderr=c2_se, error=c2_err, method=est.method, kind=kind,
+                      upper=wD.value if kind == "lower" else None)
     return PathCost(ts=ts, wts=wts, kinetic=ep.kinetic, speed_sq=speed_sq,
-                    temperature=ep.temperature, wD=ep.wD, wD_stderr=ep.wD_stderr, c2=c2,
-                    c2_stderr=c2_err, path_length=length, S_tot=ep.S_tot,
-                    S_tot_finite=ep.S_tot_finite, finite=ep.finite & jnp.isfinite(c2),
-                    method=method, speed_exact=conservative or method == "gaussian")
+                    temperature=ep.temperature, wD=wD, c2=c2_est,
+                    path_length=Estimate(value=length, stderr=length_se, error=zero,
+                                         method=est.method, kind=kind),
+                    S_tot=ep.S_tot, c2_wD_covariance=cov, rotational_gap=gap,
+                    finite=ep.finite & jnp.isfinite(c2),
+                    converged=jnp.all(r.converged) if r.converged is not None
+                    else jnp.asarray(True))
 
 
-def path_cost(protocol: LinearForce, data: GaussianMixture, *, t0=0.0, t1=None, n_time: int = 64,
-              method: str = "auto", key=None, n_samples: int = 4096, n_points: int = 4096,
-              degree: int = 4, chunk: Optional[int] = None, shard=False) -> PathCost:
-    """w_D, c_2, L_τ and S_tot of the forward path of ``data`` under ``protocol`` (Eq. 36–40, 68).
+_path_cost = jax.jit(path_cost_kernel, static_argnames=("n_time",))
+
+
+def path_cost(protocol, data, *, t0=0.0, t1=None, n_time: int = 32, estimator="auto",
+              key=None, check_time: bool = True) -> PathCost:
+    """w_D, c_2, L_τ and S_tot of the forward path of ``data`` under ``protocol``
+    (Eq. 36–40, 65–68).
 
     Args:
-      protocol: schedule or linear force.
-      data: q as a Gaussian mixture.
+      protocol: a Protocol (schedule, force, geodesic).
+      data: q.
       t0, t1: interval (default [0, τ]).
       n_time: Gauss–Legendre nodes in time.
-      method: "auto" | "gaussian" | "quadrature" | "mc" (see :func:`thermo.entropy_production`).
-      key: PRNG key (required for "mc").
-      n_samples: Monte-Carlo samples (common to all nodes).
-      n_points: quadrature points (1-D).
-      degree: polynomial degree of the gradient projection for rotational forces (n-D mixtures).
-      chunk: components per chunk (None: automatic, memory bounded).
-      shard: for "mc", split the samples over devices (``True``: all devices, or a mesh; see
-        :mod:`satjax.sharding`); n_samples must be divisible by the device count.
+      estimator: "auto", "exact", "quadrature", "grid", "mc" or an Estimator object
+        (:func:`satjax.estimators.resolve`).
+      key: PRNG key for Monte Carlo.
+      check_time: also integrate with n_time // 2 nodes (same estimator, same draws) and add
+        the change to the ``error`` of w_D, c_2 and L_τ (the time-resolution check).
 
     Returns:
-      PathCost. For conservative protocols c_2 = w_D exactly (v_2 = ‖ν‖ in L²(P_t)).
+      :class:`PathCost`; differentiable with respect to the protocol's and data's leaves.
+
+    Raises:
+      ValueError, TypeError: mismatched protocol and data, bad interval, an estimator that
+        does not apply.
     """
-    if degree < 1:
-        raise ValueError(f"`degree` must be >= 1; got {degree}")
-    t0, t1, method, d = thermo.prepare(protocol, data, t0, t1, method, key, n_samples,
-                                       shard=shard)
-    conservative = bool(protocol.conservative) or data.dim == 1
-    return _path_cost(protocol, data, t0, t1, d, n_time, n_points, chunk, method, int(degree),
-                      conservative)
+    t0, t1 = interval(protocol, data, t0, t1)
+    if not isinstance(n_time, int) or n_time < 2:
+        raise ValueError(f"`n_time` must be an int >= 2; got {n_time!r}")
+    est = resolve(data, protocol, estimator, key=key)
+    ts, _ = gauss_legendre(n_time, t0, t1)
+    est = est.prepare(protocol, data, ts)
+    pc = _path_cost(protocol, data, est, t0, t1, n_time)
+    if check_time and n_time >= 8:
+        half = _path_cost(protocol, data, est, t0, t1, n_time // 2)
+
+        def widen(e, e_half):
+            return e.replace(error=jnp.maximum(e.error, jnp.abs(e.value - e_half.value)))
+
+        pc = pc.replace(wD=widen(pc.wD, half.wD), c2=widen(pc.c2, half.c2),
+                        path_length=widen(pc.path_length, half.path_length))
+    return pc
 
 
-def endpoint_w2sq(protocol: LinearForce, data: GaussianMixture, *, key=None, n_samples: int = 2000):
-    """W_2(P_0, P_τ)² and how it was computed: exact in 1-D, Eq. 59 for Gaussian data, and
-    exact discrete OT (POT) between ``n_samples`` samples of each end otherwise (an estimate,
-    biased upwards by the finite sample)."""
+def endpoint_w2sq(protocol, data, *, key=None, n_samples: int = 2000) -> Estimate:
+    """W_2(P_0, P_τ)²: exact in 1-D (comonotone quadrature), Eq. 59 for Gaussian ends, else
+    exact discrete OT (POT) between ``n_samples`` samples of each end — an estimate biased
+    upwards by the finite sample, reported with kind "upper"."""
     from satjax.geometry import distances
 
-    p_end = marginal_and_rate(protocol, data, protocol.tau)[0]
+    p_end = protocol.reverse_start(data)
     if data.dim == 1:
-        return float(distances.w2_squared_1d(data, p_end)), "exact-1d"
-    if data.n_components == 1:
-        return float(distances.w2_squared_gaussian(data.means[0], data.full_cov()[0],
-                                                   p_end.means[0], p_end.full_cov()[0])), "gaussian"
+        return Estimate.exact(distances.w2_squared_1d(data, p_end), "quadrature-1d")
+    if data.n_components == 1 and getattr(p_end, "n_components", 0) == 1:
+        v = distances.w2_squared_gaussian(data.means[0], data.full_cov()[0], p_end.means[0],
+                                          p_end.full_cov()[0])
+        return Estimate.exact(v, "closed-form (Eq. 59)")
     if key is None:
         raise ValueError("W2 between n-D mixtures is estimated from samples: pass a PRNG `key`")
     k1, k2 = jax.random.split(key)
     x, y = data.sample(k1, n_samples), p_end.sample(k2, n_samples)
-    return float(distances.ot_cost(x, y, p=2, backend="pot").cost), f"pot-samples-{n_samples}"
+    v = distances.ot_cost(x, y, p=2, backend="pot").cost
+    return Estimate(value=v, stderr=jnp.zeros_like(v), error=jnp.zeros_like(v),
+                    method=f"pot-samples (n={n_samples}; biased upward)", kind="upper")
 
 
-def path_report(protocol: LinearForce, data: GaussianMixture, *, key=None, n_time: int = 64,
-                n_samples: int = 4096) -> dict:
-    """JSON-ready summary of :func:`path_cost` plus W_2(P_0, P_τ)² and the hierarchy of Eq. 68."""
-    k1, k2 = jax.random.split(key) if key is not None else (None, None)
-    pc = path_cost(protocol, data, key=k1, n_time=n_time, n_samples=n_samples)
-    if not bool(pc.finite):
-        raise FloatingPointError("path cost is not finite (NaN or inf in E‖ν‖²)")
-    w2sq, w2_method = endpoint_w2sq(protocol, data, key=k2)
-    tau = float(protocol.tau)
-    wD, c2, L = float(pc.wD), float(pc.c2), float(pc.path_length)
-    err = 4.0 * (float(pc.wD_stderr) + float(pc.c2_stderr))
-
-    def geq(a, b, slack=0.0):
-        return bool(a >= b - slack - 1e-9 * max(abs(a), abs(b)))
-
-    hierarchy = {"wD>=c2": geq(wD, c2, err), "c2>=L^2/tau": geq(c2, L**2 / tau, err),
-                 "L^2/tau>=W2^2/tau": geq(L**2 / tau, w2sq / tau, err + (0.0 if w2_method in ("exact-1d", "gaussian") else 0.05 * w2sq / tau))}
-    return {
-        "wD": wD, "wD_stderr": float(pc.wD_stderr), "c2": c2, "c2_stderr": float(pc.c2_stderr),
-        "path_length": L, "length_sq_over_tau": L**2 / tau,
-        "S_tot": float(pc.S_tot), "S_tot_finite": bool(pc.S_tot_finite),
-        "W2sq": w2sq, "W2sq_over_tau": w2sq / tau, "W2sq_method": w2_method,
-        "method": pc.method, "speed_exact": bool(pc.speed_exact), "hierarchy": hierarchy,
-        "t": [float(v) for v in pc.ts], "kinetic": [float(v) for v in pc.kinetic],
-        "speed_sq": [float(v) for v in pc.speed_sq],
-    }
+def hierarchy(pc: PathCost, w2sq: Estimate, tau) -> dict:
+    """The falsifiable part of Eq. 68: L_τ²/τ ≥ W_2²/τ (Benamou–Brenier), with the end-point
+    W_2² computed independently of the path. (w_D ≥ c_2 and c_2 ≥ L_τ²/τ are identities of the
+    projection and of Cauchy–Schwarz and are not checks.)"""
+    L2 = Estimate(value=pc.path_length.value**2 / tau,
+                  stderr=2 * pc.path_length.value * pc.path_length.stderr / tau,
+                  error=2 * pc.path_length.value * pc.path_length.error / tau,
+                  method=pc.path_length.method)
+    W = w2sq.replace(value=w2sq.value / tau, stderr=w2sq.stderr / tau, error=w2sq.error / tau)
+    v = compare(W, L2)
+    if v.status == "violated" and (w2sq.kind == "upper" or pc.path_length.kind == "lower"):
+        v = Verdict(status="inconclusive", margin=v.margin, se=v.se,
+                    reason="W2² is a sample estimate biased upward or L a lower estimate")
+    return {"L^2/tau>=W2^2/tau": v}
 
 
-def flow_kinetic_energy(velocity, x_start, *, t_start, t_end=0.0, n_steps: int = 100):
-    """c_2 of a (learned) flow by Monte Carlo along its trajectories (Eq. G20).
-
-    Integrates dx/dt = u(x, t) from ``x_start`` at ``t_start`` to ``t_end`` with RK4 and returns
-    (∫ E‖u_t(x_t)‖² dt over |t_end − t_start| by the trapezoid rule on the steps, its standard
-    error over trajectories). For a deterministic flow from the right start this is the
-    kinetic energy ∫ E_{P_t}‖u_t‖² dt, which equals c_2 when u is a gradient field.
-    """
-    from satjax import reverse as R
-
-    traj = R.solve_ode(velocity, x_start, t_start=t_start, t_end=t_end, method="rk4",
-                       n_steps=n_steps, n_save=n_steps)
-    fld = R.as_field(velocity)
-    sq = jax.vmap(lambda xs, t: jnp.sum(jax.vmap(fld, in_axes=(0, None))(xs, t) ** 2, -1))(
-        traj.xs, traj.ts)  # (S, N)
-    h = jnp.abs(traj.ts[1] - traj.ts[0])
-    per_path = h * (jnp.sum(sq, 0) - 0.5 * (sq[0] + sq[-1]))
-    n = per_path.shape[0]
-    return jnp.mean(per_path), jnp.std(per_path, ddof=1) / jnp.sqrt(n)
+__all__ = ["PathCost", "endpoint_w2sq", "hierarchy", "path_cost", "path_cost_kernel"]

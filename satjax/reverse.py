@@ -1,4 +1,4 @@
-"""Reverse-time generation: probability-flow ODE and reverse SDE (PAPER.md section 3).
+"""Reverse-time generation: probability-flow ODE and reverse SDE (docs/theory.md §3).
 
 Reverse time is t̃ = τ − t and the exact reverse process has P†_t̃ = P_{τ−t̃}. Generation solves
 
@@ -60,13 +60,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jaxtyping import Array, Float
 
-from satjax import forward as _fwd
 from satjax import sharding as _sh
 from satjax._util import as_float, check_time, is_concrete
-from satjax.forces import LinearForce
-from satjax.forward import Trajectory
-from satjax.mixtures import GaussianMixture
+from satjax.forward import Trajectory, check
+from satjax.protocol import Protocol
 
 METHODS = ("euler", "heun", "rk4")
 ADAPTIVE_SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
@@ -114,53 +113,50 @@ class FunctionField(Field):
         return self.fn(x, t)
 
 
-def _check_protocol_data(protocol, data):
-    if not isinstance(protocol, LinearForce):
-        raise TypeError(f"`protocol` must be a LinearForce (schedule or force); "
-                        f"got {type(protocol).__name__}")
-    if data is not None and not isinstance(data, GaussianMixture):
-        raise TypeError(f"`data` must be a GaussianMixture; got {type(data).__name__}")
-    if data is not None and protocol.dim is not None and protocol.dim != data.dim:
-        raise ValueError(f"protocol acts in {protocol.dim} dimensions but data has "
-                         f"dimension {data.dim}")
+def _check_diffusion(protocol):
+    if not isinstance(protocol, Protocol) or not protocol.stochastic:
+        raise TypeError("a score field needs a diffusion protocol (schedule or linear force: "
+                        f"it uses f_t and T_t); got {type(protocol).__name__}")
 
 
-class _MixtureField(Field):
-    """Base of the exact fields of Gaussian-mixture data under a linear force."""
+class ExactField(Field):
+    """Base of the exact fields of a protocol on its data (the tiled engine for mixtures)."""
 
-    protocol: LinearForce
-    data: GaussianMixture
-    chunk: Optional[int] = struct.field(pytree_node=False, default=None)
+    protocol: Protocol
+    data: object
 
     @property
     def tau(self):
         return self.protocol.tau
 
-
-class ExactVelocity(_MixtureField):
-    """The exact probability velocity ν_t(x) of Gaussian-mixture data (Eq. 1, section 2)."""
-
-    def __call__(self, x, t):
-        return _fwd.velocity(self.protocol, self.data, x, t, chunk=self.chunk)
-
-    def batch(self, x, t):  # the whole batch through the tiled engine (bounded memory)
-        return _fwd.velocity(self.protocol, self.data, x, t, chunk=self.chunk)
-
-
-class ExactScore(_MixtureField):
-    """The exact score ∇ln P_t(x) of Gaussian-mixture data (Eq. 17)."""
+    def output(self, x, t):
+        raise NotImplementedError
 
     def __call__(self, x, t):
-        return _fwd.score(self.protocol, self.data, x, t, chunk=self.chunk)
+        return self.output(x[None], t)[0]
 
-    def batch(self, x, t):
-        return _fwd.score(self.protocol, self.data, x, t, chunk=self.chunk)
+    def batch(self, x, t):  # the whole batch at once (bounded memory in the engine)
+        return self.output(x, t)
+
+
+class ExactVelocity(ExactField):
+    """The exact velocity ν_t(x) of the protocol's path (Eq. 1, docs/theory.md §2)."""
+
+    def output(self, x, t):
+        return self.protocol.fields(self.data, x, as_float(t), ("velocity",)).velocity
+
+
+class ExactScore(ExactField):
+    """The exact score ∇ln P_t(x) (Eq. 17)."""
+
+    def output(self, x, t):
+        return self.protocol.fields(self.data, x, as_float(t), ("score",)).score
 
 
 class VelocityFromScore(Field):
     """ν̂_t(x) = f_t(x) − T_t s(x, t) (Eq. 11) from a score field s."""
 
-    protocol: LinearForce
+    protocol: Protocol
     score: Field
 
     @property
@@ -178,7 +174,7 @@ class VelocityFromScore(Field):
 class ScoreFromVelocity(Field):
     """s(x, t) = (f_t(x) − ν̂_t(x)) / T_t (Eq. 11 inverted) from a velocity field ν̂."""
 
-    protocol: LinearForce
+    protocol: Protocol
     velocity: Field
 
     @property
@@ -226,52 +222,43 @@ def field(fn: Callable, params: Any = None, *, tau=None) -> ParamField:
     return ParamField(params=params, fn=fn, tau=None if tau is None else as_float(tau))
 
 
-def exact_velocity(protocol: LinearForce, data: GaussianMixture, *,
-                   chunk: Optional[int] = None) -> ExactVelocity:
-    """The exact mixture velocity ν_t(x) = f_t(x) − T_t ∇ln P_t(x) (Eq. 1) as a field.
+def exact_velocity(protocol: Protocol, data) -> ExactVelocity:
+    """The exact velocity ν_t(x) of ``protocol`` on ``data`` as a field (Eq. 1).
 
-    Evaluated in the stable form of PAPER.md section 2 (``satjax.forward.velocity``): finite at
-    t = 0 (components with S_k > 0) and at t = τ even where m_τ = 0.
-
-    Args:
-      protocol: schedule or linear force.
-      data: q = P_0 as a Gaussian mixture.
-      chunk: components per chunk of the log-sum-exp (None: automatic, memory bounded).
-
-    Returns:
-      :class:`ExactVelocity`, callable ``(x (d,), t) -> (d,)``.
+    For a linear force it is the mixture velocity in the stable form of docs/theory.md §2:
+    finite at t = 0 (components with S_k > 0) and at t = τ even where m_τ = 0.
 
     Raises:
       TypeError, ValueError: wrong object types or mismatched dimensions.
     """
-    _check_protocol_data(protocol, data)
-    return ExactVelocity(protocol=protocol, data=data, chunk=chunk)
+    check(protocol, data)
+    return ExactVelocity(protocol=protocol, data=data)
 
 
-def exact_score(protocol: LinearForce, data: GaussianMixture, *,
-                chunk: Optional[int] = None) -> ExactScore:
-    """The exact score ∇ln P_t(x) of the mixture marginal (Eq. 17) as a field."""
-    _check_protocol_data(protocol, data)
-    return ExactScore(protocol=protocol, data=data, chunk=chunk)
+def exact_score(protocol: Protocol, data) -> ExactScore:
+    """The exact score ∇ln P_t(x) of the marginal (Eq. 17) as a field."""
+    check(protocol, data)
+    if not protocol.has_density:
+        raise ValueError(f"{type(protocol).__name__} has no density: no score")
+    return ExactScore(protocol=protocol, data=data)
 
 
-def velocity_from_score(protocol: LinearForce, score) -> VelocityFromScore:
+def velocity_from_score(protocol: Protocol, score) -> VelocityFromScore:
     """ν̂_t(x) = f_t(x) − T_t s(x, t) (Eq. 11): the probability-flow velocity of a score model.
 
     Uses f and T separately, so it is not finite where they diverge (t = τ for m_τ = 0).
     """
-    _check_protocol_data(protocol, None)
+    _check_diffusion(protocol)
     return VelocityFromScore(protocol=protocol, score=as_field(score))
 
 
-def score_from_velocity(protocol: LinearForce, velocity) -> ScoreFromVelocity:
+def score_from_velocity(protocol: Protocol, velocity) -> ScoreFromVelocity:
     """s(x, t) = (f_t(x) − ν̂_t(x)) / T_t (Eq. 11 inverted): the score of a velocity model.
 
-    Valid only where 0 < T_t < ∞: for a schedule T_0 = ½ ∂_t σ²|_0 (Eq. 22 with σ_0 = 0), which
-    vanishes for cosine and cond-OT (use t > 0; vp-linear has T_0 = β_min/2 > 0), and T_t and
-    f_t diverge at t = τ where m_τ = 0. Inside (0, τ) it inverts :func:`velocity_from_score`.
+    Valid only where 0 < T_t < ∞ (T_0 = 0 for cosine and cond-OT; T and f diverge at t = τ
+    where m_τ = 0). Inside (0, τ) it inverts :func:`velocity_from_score`.
     """
-    _check_protocol_data(protocol, None)
+    _check_diffusion(protocol)
     return ScoreFromVelocity(protocol=protocol, velocity=as_field(velocity))
 
 
@@ -400,7 +387,7 @@ def _ode_fixed(velocity, x0, t0, t1, method, n_steps, n_save, checkpoint, mesh=N
     return Trajectory(ts=_saved_times(t0, t1, n_save), xs=xs, finite=jnp.all(jnp.isfinite(xs)))
 
 
-def solve_ode(velocity, x0, *, t_start, t_end, method: str = "rk4", n_steps: int = 500,
+def solve_ode(velocity, x0: Float[Array, "n d"], *, t_start, t_end, method: str = "rk4", n_steps: int = 500,
               n_save: Optional[int] = None, save_every: Optional[int] = None,
               checkpoint: bool = False, shard: _sh.ShardSpec = False) -> Trajectory:
     """Fixed-step solve of the transport ODE dx/dt = ν_t(x) from t_start to t_end (either way).
@@ -445,7 +432,7 @@ def solve_ode(velocity, x0, *, t_start, t_end, method: str = "rk4", n_steps: int
     return _ode_fixed(fld, x0, t0, t1, method, n_steps, n_save, bool(checkpoint), mesh)
 
 
-def reverse_ode(velocity, x0, *, t_start=None, t_end=0.0, method: str = "rk4",
+def reverse_ode(velocity, x0: Float[Array, "n d"], *, t_start=None, t_end=0.0, method: str = "rk4",
                 n_steps: int = 500, n_save: Optional[int] = None,
                 save_every: Optional[int] = None, checkpoint: bool = False,
                 shard: _sh.ShardSpec = False) -> Trajectory:
@@ -469,7 +456,7 @@ def reverse_ode(velocity, x0, *, t_start=None, t_end=0.0, method: str = "rk4",
                      n_save=n_save, save_every=save_every, checkpoint=checkpoint, shard=shard)
 
 
-def forward_ode(velocity, x0, *, t_start=0.0, t_end=None, method: str = "rk4",
+def forward_ode(velocity, x0: Float[Array, "n d"], *, t_start=0.0, t_end=None, method: str = "rk4",
                 n_steps: int = 500, n_save: Optional[int] = None,
                 save_every: Optional[int] = None, checkpoint: bool = False,
                 shard: _sh.ShardSpec = False) -> Trajectory:
@@ -510,7 +497,7 @@ def _sde_fixed(key, protocol, score, x0, t0, t1, n_steps, n_save, checkpoint, me
     return Trajectory(ts=_saved_times(t0, t1, n_save), xs=xs, finite=jnp.all(jnp.isfinite(xs)))
 
 
-def reverse_sde(key, protocol: LinearForce, score, x0, *, t_start=None, t_end=0.0,
+def reverse_sde(key, protocol: Protocol, score, x0: Float[Array, "n d"], *, t_start=None, t_end=0.0,
                 n_steps: int = 1000, n_save: Optional[int] = None,
                 save_every: Optional[int] = None, checkpoint: bool = False,
                 shard: _sh.ShardSpec = False) -> Trajectory:
@@ -538,7 +525,7 @@ def reverse_sde(key, protocol: LinearForce, score, x0, *, t_start=None, t_end=0.
     Raises:
       ValueError: bad shapes, save spec, times.
     """
-    _check_protocol_data(protocol, None)
+    _check_diffusion(protocol)
     n_save = _save_spec(n_steps, n_save, save_every)
     fld = as_field(score)
     x0 = _check_points(x0)
@@ -589,7 +576,7 @@ def _ode_adaptive(velocity, x0, t0, t1, rtol, atol, solver, n_save, max_steps, m
                               n_steps=sol.stats["num_steps"], success=success, result=sol.result)
 
 
-def solve_ode_adaptive(velocity, x0, *, t_start=None, t_end=0.0, solver: str = "tsit5",
+def solve_ode_adaptive(velocity, x0: Float[Array, "n d"], *, t_start=None, t_end=0.0, solver: str = "tsit5",
                        rtol=1e-7, atol=1e-9, n_save: int = 1, max_steps: int = 4096,
                        throw: bool = True, shard: _sh.ShardSpec = False) -> AdaptiveTrajectory:
     """Adaptive solve of dx/dt = ν_t(x) with diffrax (Eq. 10, 11, 15 when t_start > t_end).

@@ -1,4 +1,4 @@
-"""Noise schedules (m_t, σ_t) and the linear forces they induce (PAPER.md Eq. 22–25, 28–32).
+"""Noise schedules (m_t, σ_t) and the linear forces they induce (docs/theory.md §1; Eq. 22–25, 28–32).
 
 A schedule is the linear force f_t(x) = (∂_t ln m_t) x with temperature
 
@@ -8,6 +8,12 @@ and transition N(m_t y, σ_t² I) (25). Schedules are immutable pytrees whose nu
 leaves, so ``jax.grad`` flows to them and changing them never recompiles. Time derivatives are
 taken by forward-mode autodiff. Subclasses define ``m(t)`` and ``sigma2(t)`` = σ_t² (the variance
 is the primitive because σ = sqrt(σ²) has an infinite derivative at t = 0 for VP schedules).
+
+Schedules also answer the time conventions of :mod:`satjax.conventions`: the noise level
+σ_t/m_t (:meth:`Schedule.noise_level`), the log-SNR λ = log(m_t²/σ_t²) (:meth:`Schedule.log_snr`),
+their inverses (:meth:`Schedule.t_of_noise_level`, :meth:`Schedule.t_of_log_snr`) and whether
+m_τ = 0 (:meth:`Schedule.m_vanishes_at_tau`); generic implementations from m and σ² (bisection
+for the inverses), overridden with closed forms by cond-OT, cosine, VP and VE.
 
 Named constructors validate (m_0 = 1, σ_0 = 0, ∂_t(σ/m) ≥ 0 (24), τ > 0) when values are
 concrete, and skip the checks while tracing.
@@ -20,7 +26,7 @@ u(x, s) = −τ ν(x, τ(1 − s)); see :func:`to_flow_matching`, :func:`from_fl
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -79,6 +85,85 @@ class Schedule(LinearForce):
         # σ'² = (σ²)'² / (4σ²); finite limit at σ → 0 is handled by the caller's nodes (t > 0).
         return dm**2 + ds2**2 / (4.0 * s2)
 
+    # ------------------------------------------ σ/m and log-SNR (used by satjax.conventions)
+    # Generic implementations from m and sigma2; the shipped schedules override them with
+    # closed forms. All take t ∈ [0, τ] (or σ ≥ 0, λ) of any shape, elementwise, without
+    # range checks (satjax.conventions checks eagerly and clips).
+
+    def m_vanishes_at_tau(self) -> bool:
+        """Whether m_τ = 0 (σ/m infinite and log-SNR −∞ at t = τ).
+
+        Generic: decided from the concrete value |m_τ| < 1e-12.
+
+        Raises:
+          ValueError: for a traced schedule whose class does not know the answer.
+        """
+        if not is_concrete(self):
+            raise ValueError("cannot decide whether m_tau = 0 for a traced generic schedule")
+        return bool(abs(float(self.m(as_float(self.tau)))) < 1e-12)
+
+    def _log_snr_from_m_sigma2(self, t):
+        """log m_t² − log σ_t² (the scalar m, sigma2 mapped over t); +inf at t = 0."""
+        lam = _elementwise(lambda u: jnp.log(self.m(u) ** 2) - jnp.log(self.sigma2(u)), t)
+        return jnp.where(t <= 0, jnp.inf, lam)
+
+    def log_snr(self, t):
+        """Log-SNR λ(t) = log(m_t²/σ_t²) = −2 log(σ_t/m_t), non-increasing since σ/m never
+        decreases (Eq. 24, docs/theory.md): +inf at t = 0, −inf at t = τ where m_τ = 0.
+
+        Generic: log m² − log σ²; the −inf at τ is set when the schedule is concrete and
+        :meth:`m_vanishes_at_tau`.
+        """
+        lam = self._log_snr_from_m_sigma2(t)
+        if is_concrete(self) and self.m_vanishes_at_tau():
+            lam = jnp.where(t >= self.tau, -jnp.inf, lam)
+        return lam
+
+    def noise_level(self, t):
+        """σ = σ_t/m_t, the noise level of x/m_t (EDM / k-diffusion sigma): 0 at t = 0, ``inf``
+        exactly at t = τ where m_τ = 0.
+
+        Generic: sqrt(σ²)/|m|; the ``inf`` at τ is set when the schedule is concrete and
+        :meth:`m_vanishes_at_tau`.
+        """
+        sig = _elementwise(lambda u: jnp.sqrt(jnp.maximum(self.sigma2(u), 0.0))
+                           / jnp.abs(self.m(u)), t)
+        if is_concrete(self) and self.m_vanishes_at_tau():
+            sig = jnp.where(t >= self.tau, jnp.inf, sig)
+        return sig
+
+    def t_of_log_snr(self, lam):
+        """The t ∈ [0, τ] with λ(t) = ``lam`` (λ = +inf ↦ 0, λ = −inf ↦ τ).
+
+        Generic: bisection of the non-increasing t ↦ log m² − log σ² on [0, τ], a fixed number
+        of halvings (to a few ulp; where σ/m is flat any time of the flat stretch is returned).
+        """
+        tau = self.tau
+
+        def one(target):
+            def body(_, ab):
+                a, b = ab
+                mid = 0.5 * (a + b)
+                val = self._log_snr_from_m_sigma2(mid)
+                # λ decreases with t: λ(mid) > target means the answer lies above mid
+                go_up = val > target
+                return jnp.where(go_up, mid, a), jnp.where(go_up, b, mid)
+
+            a, b = jax.lax.fori_loop(0, _BISECTION_STEPS, body,
+                                     (jnp.zeros_like(tau), jnp.ones_like(tau) * tau))
+            t = 0.5 * (a + b)
+            t = jnp.where(target == jnp.inf, 0.0, t)
+            return jnp.where(target == -jnp.inf, tau, t)
+
+        return jax.vmap(one)(jnp.ravel(lam)).reshape(jnp.shape(lam))
+
+    def t_of_noise_level(self, sigma):
+        """The t ∈ [0, τ] with σ_t/m_t = ``sigma`` (σ = 0 ↦ 0, σ = inf ↦ τ where m_τ = 0).
+
+        Generic: :meth:`t_of_log_snr` of λ = −2 log σ.
+        """
+        return self.t_of_log_snr(-2.0 * jnp.log(sigma))
+
     def validate(self, n_grid: int = 257) -> "Schedule":
         """Raise ValueError unless m_0 = 1, σ_0 = 0 and ∂_t(σ/m) ≥ 0 on a grid (Eq. 24)."""
         if not is_concrete(self):
@@ -104,6 +189,17 @@ class Schedule(LinearForce):
         return self
 
 
+_BISECTION_STEPS = 200  # halving [0, τ] 200 times reaches the float64 ulp long before the end
+
+
+def _elementwise(fn, t):
+    """fn (written for a scalar time, as every Schedule method is) mapped over t of any shape."""
+    t = jnp.asarray(t)
+    if t.ndim == 0:
+        return fn(t)
+    return jax.vmap(fn)(t.ravel()).reshape(t.shape)
+
+
 @jax.jit
 def _validation_grid(sched, ts):
     ratio = jax.vmap(lambda t: sched.sigma2(t) / sched.m(t) ** 2)(ts)
@@ -123,6 +219,29 @@ class ConditionalOT(Schedule):
     def sigma2(self, t):
         return _s(self, t) ** 2
 
+    def m_vanishes_at_tau(self) -> bool:
+        """m_τ = 0."""
+        return True
+
+    def log_snr(self, t):
+        """λ = 2 log((τ − t)/t), as 2(log(τ − t) − log t): +inf at t = 0, −inf at t = τ."""
+        return 2.0 * (jnp.log(self.tau - t) - jnp.log(t))
+
+    def noise_level(self, t):
+        """σ/m = t/(τ − t); ``inf`` exactly at t = τ."""
+        tau = self.tau
+        return jnp.where(t >= tau, jnp.inf, t / jnp.where(t >= tau, 1.0, tau - t))
+
+    def t_of_log_snr(self, lam):
+        """(τ − t)/t = e^{λ/2}: t = τ sigmoid(−λ/2)."""
+        return self.tau * jax.nn.sigmoid(-0.5 * lam)
+
+    def t_of_noise_level(self, sigma):
+        """t = τσ/(1 + σ); σ = inf ↦ τ."""
+        tau = self.tau
+        return jnp.where(jnp.isinf(sigma), tau, tau * sigma / (1.0 + jnp.where(
+            jnp.isinf(sigma), 0.0, sigma)))
+
 
 class Cosine(Schedule):
     """Cosine schedule: m = cos(πt/2τ), σ = sin(πt/2τ) (Eq. 32)."""
@@ -132,6 +251,29 @@ class Cosine(Schedule):
 
     def sigma2(self, t):
         return jnp.sin(0.5 * jnp.pi * _s(self, t)) ** 2
+
+    def m_vanishes_at_tau(self) -> bool:
+        """m_τ = cos(π/2) = 0."""
+        return True
+
+    def log_snr(self, t):
+        """λ = −2 log tan(πs/2) = 2 log cot(πs/2), s = t/τ, as 2(log cos − log sin); −inf at
+        t = τ."""
+        a = 0.5 * jnp.pi * _s(self, t)
+        lam = 2.0 * (jnp.log(jnp.cos(a)) - jnp.log(jnp.sin(a)))
+        return jnp.where(t >= self.tau, -jnp.inf, lam)
+
+    def noise_level(self, t):
+        """σ/m = tan(πt/2τ); ``inf`` exactly at t = τ."""
+        return jnp.where(t >= self.tau, jnp.inf, jnp.tan(0.5 * jnp.pi * _s(self, t)))
+
+    def t_of_log_snr(self, lam):
+        """tan(πt/2τ) = e^{−λ/2}: t = (2τ/π) arctan e^{−λ/2}."""
+        return (2.0 * self.tau / jnp.pi) * jnp.arctan(jnp.exp(-0.5 * lam))
+
+    def t_of_noise_level(self, sigma):
+        """t = (2τ/π) arctan σ (σ = inf ↦ τ)."""
+        return (2.0 * self.tau / jnp.pi) * jnp.arctan(sigma)
 
 
 class VPLinear(Schedule):
@@ -152,6 +294,39 @@ class VPLinear(Schedule):
 
     def sigma2(self, t):
         return -jnp.expm1(2.0 * self._log_m(t))
+
+    def _two_a(self, t):
+        """2A(s) = β_min s + ½(β_max − β_min) s² = −2 ln m_t, s = t/τ."""
+        s = _s(self, t)
+        return self.beta_min * s + 0.5 * (self.beta_max - self.beta_min) * s**2
+
+    def _t_of_L(self, L):
+        """Solve β_min s + ½Δβ s² = L for s ≥ 0 in the cancellation-free form
+        s = 2L / (β_min + sqrt(β_min² + 2Δβ L)); t = τ s."""
+        bmin = self.beta_min
+        dbeta = self.beta_max - self.beta_min
+        s = 2.0 * L / (bmin + jnp.sqrt(bmin**2 + 2.0 * dbeta * L))
+        return self.tau * s
+
+    def m_vanishes_at_tau(self) -> bool:
+        """m_τ = e^{−A(1)} > 0."""
+        return False
+
+    def log_snr(self, t):
+        """m² = e^{−2A}, σ² = 1 − e^{−2A}: λ = −log(e^{2A} − 1) (expm1; +inf at t = 0)."""
+        return -jnp.log(jnp.expm1(self._two_a(t)))
+
+    def noise_level(self, t):
+        """σ/m = sqrt(e^{2A} − 1)."""
+        return jnp.sqrt(jnp.expm1(self._two_a(t)))
+
+    def t_of_log_snr(self, lam):
+        """e^{2A} = 1 + e^{−λ}: 2A = L = softplus(−λ), solved for t by :meth:`_t_of_L`."""
+        return self._t_of_L(jax.nn.softplus(-lam))
+
+    def t_of_noise_level(self, sigma):
+        """2A = L = log(1 + σ²), solved for t by :meth:`_t_of_L`."""
+        return self._t_of_L(jnp.log1p(sigma**2))
 
 
 class VE(Schedule):
@@ -175,6 +350,31 @@ class VE(Schedule):
     def log_m_rate(self, t):
         return jnp.zeros_like(as_float(t))
 
+    def m_vanishes_at_tau(self) -> bool:
+        """m = 1."""
+        return False
+
+    def log_snr(self, t):
+        """m = 1: λ = −log σ² = −(2 log σ_min + log((σ_max/σ_min)^{2s} − 1)) (expm1)."""
+        log_r = jnp.log(self.sigma_max / self.sigma_min)
+        return -(2.0 * jnp.log(self.sigma_min) + jnp.log(jnp.expm1(2.0 * log_r * _s(self, t))))
+
+    def noise_level(self, t):
+        """σ = σ_min sqrt((σ_max/σ_min)^{2t/τ} − 1)."""
+        log_r = jnp.log(self.sigma_max / self.sigma_min)
+        return self.sigma_min * jnp.sqrt(jnp.expm1(2.0 * log_r * _s(self, t)))
+
+    def t_of_log_snr(self, lam):
+        """σ² = e^{−λ}: t = τ log(1 + e^{−λ}/σ_min²) / (2 log(σ_max/σ_min))."""
+        log_r = jnp.log(self.sigma_max / self.sigma_min)
+        log1p_arg = jnp.exp(-lam - 2.0 * jnp.log(self.sigma_min))
+        return self.tau * jnp.log1p(log1p_arg) / (2.0 * log_r)
+
+    def t_of_noise_level(self, sigma):
+        """t = τ log(1 + σ²/σ_min²) / (2 log(σ_max/σ_min))."""
+        log_r = jnp.log(self.sigma_max / self.sigma_min)
+        return self.tau * jnp.log1p((sigma / self.sigma_min) ** 2) / (2.0 * log_r)
+
 
 class PolarSchedule(Schedule):
     """Learnable monotone family in polar form: m = r cos θ, σ = r sin θ (free or VP).
@@ -187,10 +387,16 @@ class PolarSchedule(Schedule):
 
     Cosine is exactly ``angle = (1, 0, ...)``, ``log_radius = 0``; cond-OT is reached to high
     accuracy by :func:`fit_polar` (θ = atan(s/(1−s)), r = sqrt((1−s)² + s²)).
+
+    ``log_edge`` (shape (1,); empty: off) mixes in the arcsine law A(s) = (2/π) arcsin √s,
+    F = (F_p + w A)/(1 + w), w = exp(log_edge): θ ∝ √s at s = 0 and π/2 − θ ∝ √(1 − s) at
+    s = 1, which polynomial densities cannot represent and which the c_2-optimal VP schedules
+    need (for Gaussian data the VP geodesic has σ_t ∝ √t at the start, docs/theory.md §7).
     """
 
     angle: jax.Array = None
     log_radius: jax.Array = None
+    log_edge: jax.Array = None
 
     @property
     def vp(self) -> bool:
@@ -205,7 +411,12 @@ class PolarSchedule(Schedule):
             return _legval(2.0 * x - 1.0, self.angle)
 
         z = jnp.sum(w * p(u) ** 2)
-        return s * jnp.sum(w * p(s * u) ** 2) / z
+        F = s * jnp.sum(w * p(s * u) ** 2) / z
+        if self.log_edge is None or self.log_edge.shape[0] == 0:
+            return F
+        e = jnp.exp(self.log_edge[0])
+        arcsine = (2.0 / jnp.pi) * jnp.arcsin(jnp.sqrt(jnp.clip(s, 0.0, 1.0)))
+        return (F + e * arcsine) / (1.0 + e)
 
     def theta(self, t):
         return 0.5 * jnp.pi * self._F(_s(self, t))
@@ -290,7 +501,8 @@ def ve(sigma_min=0.01, sigma_max=10.0, tau=1.0) -> VE:
 
 
 def polar(n_angle: int = 6, n_radius: int = 6, *, vp: bool = False, tau=1.0,
-          angle=None, log_radius=None) -> PolarSchedule:
+          angle=None, log_radius=None, edge: Optional[bool] = None,
+          log_edge=None) -> PolarSchedule:
     """Learnable schedule, initialised at cosine (``angle = e_0``, ``log_radius = 0``).
 
     Args:
@@ -298,7 +510,16 @@ def polar(n_angle: int = 6, n_radius: int = 6, *, vp: bool = False, tau=1.0,
       n_radius: number of Legendre coefficients of ln r; ignored (0) when ``vp``.
       vp: the VP-constrained variant m² + σ² = 1.
       angle, log_radius: explicit coefficients instead of the cosine initialisation.
+      edge: include the arcsine component (``log_edge``, initialised at ln 0.05, i.e. 5 % of
+        the angle's law); default: for the VP family only.
+      log_edge: explicit value (shape (1,)).
     """
+    if n_angle > 64 or n_radius > 64:
+        raise ValueError(f"`n_angle` and `n_radius` must be <= 64; got {n_angle}, {n_radius}")
+    edge = vp if edge is None else bool(edge)
+    if log_edge is None:
+        log_edge = jnp.full((1,), float(np.log(0.05))) if edge else jnp.zeros((0,))
+    log_edge = as_float(log_edge)
     if n_angle < 1:
         raise ValueError(f"`n_angle` must be >= 1; got {n_angle}")
     if angle is None:
@@ -313,7 +534,8 @@ def polar(n_angle: int = 6, n_radius: int = 6, *, vp: bool = False, tau=1.0,
     if is_concrete(angle) and not bool(jnp.any(angle != 0)):
         raise ValueError("`angle` coefficients must not all be zero (θ would be undefined)")
     check_tau(tau)
-    return PolarSchedule(tau=as_float(tau), angle=angle, log_radius=log_radius).validate()
+    return PolarSchedule(tau=as_float(tau), angle=angle, log_radius=log_radius,
+                         log_edge=log_edge).validate()
 
 
 def from_functions(m_fn, sigma_fn, tau=1.0) -> FunctionSchedule:
@@ -329,7 +551,7 @@ def fit_polar(target: Schedule, n_angle: int = 8, n_radius: int = 8, *, vp: bool
     """Least-squares fit of a :class:`PolarSchedule` to ``target`` (m and σ at GL nodes), optax."""
     import optax
 
-    init = polar(n_angle, n_radius, vp=vp, tau=target.tau)
+    init = polar(n_angle, n_radius, vp=vp, tau=target.tau, edge=False)
     ts, w = gauss_legendre(n_nodes, 0.0, target.tau)
     m_ref, s_ref = jax.vmap(target.m)(ts), jax.vmap(target.sigma)(ts)
 
@@ -339,7 +561,7 @@ def fit_polar(target: Schedule, n_angle: int = 8, n_radius: int = 8, *, vp: bool
         ds = jax.vmap(sch.sigma)(ts) - s_ref
         return jnp.sum(w * (dm**2 + ds**2)) / target.tau
 
-    params = {"angle": init.angle, "log_radius": init.log_radius}
+    params = {"angle": init.angle, "log_radius": init.log_radius, "log_edge": init.log_edge}
     opt = optax.adam(learning_rate)
 
     @jax.jit

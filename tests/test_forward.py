@@ -33,7 +33,7 @@ def fp_terms(protocol, data, x, t):
     dlogp = jax.jacfwd(lambda s: F.log_density(protocol, data, x, s))(t)
     div = jnp.trace(jax.jacfwd(lambda y: F.velocity(protocol, data, y, t))(x))
     f = F.fields(protocol, data, x, t)
-    return jnp.stack([dlogp, div, f["velocity"] @ f["score"]])
+    return jnp.stack([dlogp, div, f.velocity @ f.score])
 
 
 def assert_fp_residual(protocol, data, key, n=6):
@@ -95,11 +95,11 @@ def test_stable_velocity_finite_and_equal_to_direct_form(name, x64):
                 assert np.all(np.isfinite(np.asarray(v))), (name, t, k)
             # f − T ∇ln P where the direct form is finite (not at the singular end for m_τ = 0).
             T = sch.temperature(t)
-            direct = sch.log_m_rate(t) * x - T * f["score"]
+            direct = sch.log_m_rate(t) * x - T * f.score
             if np.all(np.isfinite(np.asarray(direct))) and float(T) < 1e3:
                 scale = float(jnp.max(jnp.abs(direct))) + 1.0
                 tol = 1e-9 if x64 else 2e-4
-                assert float(jnp.max(jnp.abs(f["velocity"] - direct))) < tol * scale, (name, t)
+                assert float(jnp.max(jnp.abs(f.velocity - direct))) < tol * scale, (name, t)
 
 
 def test_gaussian_data_closed_form():
@@ -115,10 +115,10 @@ def test_gaussian_data_closed_form():
         C = m**2 * s**2 + sg**2
         xs = np.asarray(x[:, 0])
         f = F.fields(sch, data, x, t)
-        np.testing.assert_allclose(f["log_prob"], stats.norm(m * mu, np.sqrt(C)).logpdf(xs), rtol=1e-12)
-        np.testing.assert_allclose(f["score"][:, 0], -(xs - m * mu) / C, rtol=1e-12)
+        np.testing.assert_allclose(f.log_prob, stats.norm(m * mu, np.sqrt(C)).logpdf(xs), rtol=1e-12)
+        np.testing.assert_allclose(f.score[:, 0], -(xs - m * mu) / C, rtol=1e-12)
         v = dm * mu + (m * dm * s**2 + sg * dsg) / C * (xs - m * mu)
-        np.testing.assert_allclose(f["velocity"][:, 0], v, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(f.velocity[:, 0], v, rtol=1e-12, atol=1e-14)
 
 
 class VariantTest(chex.TestCase):
@@ -135,7 +135,7 @@ class VariantTest(chex.TestCase):
         out = vel(x, 0.4)
         chex.assert_shape(out, (3, 2))
         chex.assert_tree_all_finite(out)
-        ref = F.velocity(sch, data, x, 0.4, chunk=1)
+        ref = sch.fields(data, x, 0.4, ("velocity",), chunk=1).velocity
         np.testing.assert_allclose(out, ref, rtol=1e-12)
 
     @chex.variants(with_jit=True, without_jit=True)
@@ -171,9 +171,9 @@ def test_chunked_velocity_equals_unchunked():
     rf = RotatingForce.create(h=1.0, g=5.0, t_fin=2.0)
     x = data.sample(jax.random.PRNGKey(3), 50)
     a = F.fields(rf, data, x, 0.37)
-    b = F.fields(rf, data, x, 0.37, chunk=64)
+    b = rf.fields(data, x, 0.37, chunk=64)
     for k in a:
-        np.testing.assert_allclose(a[k], b[k], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(getattr(a, k), getattr(b, k), rtol=1e-10, atol=1e-12)
 
 
 def mixture_cdf(mix, x):
@@ -226,9 +226,9 @@ def test_large_mixture_bounded_memory():
         rng = np.random.default_rng(0)
         data = M.from_samples(rng.normal(size=(50_000, 2)), width=0.05)
         x = jnp.asarray(rng.normal(size=(10_000, 2)))
-        out = F.fields(S.cosine(), data, x, 0.3, chunk=2048)
+        out = S.cosine().fields(data, x, 0.3, chunk=2048)
         jax.block_until_ready(out)
-        assert np.all(np.isfinite(np.asarray(out["velocity"])))
+        assert np.all(np.isfinite(np.asarray(out.velocity)))
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
@@ -243,7 +243,7 @@ def test_large_mixture_bounded_memory():
     (lambda: F.velocity(RotatingForce.create(), M.gmm([0.0], 1.0), jnp.zeros((2, 1)), 0.5), "dimension"),
     (lambda: F.velocity(S.cosine(), M.gmm([0.0], 1.0), jnp.zeros((2, 3)), 0.5), "trailing dimension"),
     (lambda: F.forward_sde(jax.random.PRNGKey(0), S.cosine(), jnp.zeros((2, 1)), n_steps=10, n_save=3), "multiple"),
-    (lambda: F.velocity(S.cosine(), M.gmm([0.0], 1.0), jnp.zeros((2, 1)), 0.5, chunk=0), "chunk"),
+    (lambda: S.cosine().fields(M.gmm([0.0], 1.0), jnp.zeros((2, 1)), 0.5, chunk=0), "chunk"),
 ])
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):

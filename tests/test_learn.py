@@ -1,6 +1,10 @@
 """Learning: conditional targets, the App. A identity, training, residuals, checkpoints, OT-CFM."""
 
+import dataclasses
+import io
 import json
+import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +18,6 @@ from satjax import mixtures as M
 from satjax import schedules as S
 from satjax.forces import GeneralLinearForce, RotatingForce
 from satjax.learn import checkpoint as C
-from satjax.learn import losses as LS
 
 TAU = 1.3
 SCHEDULES = {
@@ -198,7 +201,7 @@ def test_score_velocity_conversions(key):
 
 @pytest.mark.parametrize("dim", [1, 2, 64])
 def test_model_shapes_and_spec_roundtrip(dim, key):
-    spec = L.ModelSpec(dim=dim, width=32, depth=2, tau=2.0, protocol="cosine")
+    spec = L.ModelSpec(dim=dim, width=32, depth=2, tau=2.0)
     assert L.ModelSpec.from_json(spec.to_json()) == spec
     params = L.init_params(key, spec)
     fn = L.field(spec, params)
@@ -221,6 +224,8 @@ def test_model_spec_validation():
         L.ModelSpec(dim=2.0)
     with pytest.raises(ValueError, match="unknown model spec"):
         L.ModelSpec.from_dict({"dim": 2, "colour": "red"})
+    with pytest.raises(ValueError, match="unknown model spec.*protocol"):  # recorded by checkpoints
+        L.ModelSpec.from_dict({"dim": 2, "protocol": "cosine"})
 
 
 # ---------------------------------------------------------------- training and residuals
@@ -279,8 +284,9 @@ def _generate_and_check(key, velocity_fn, protocol, data, q_samples, tol):
 
 def test_train_cfm_cond_ot_1d(key, q_samples):
     sched, data = S.cond_ot(1.0), bimodal()
-    res = L.train(key, sched, data, loss="cfm", steps=2000, batch_size=256, lr=3e-3, width=64,
-                  depth=3, lr_schedule="cosine", eval_every=500, progress=False)
+    res = L.train(key, sched, data, L.TrainConfig(loss="cfm", steps=2000, batch_size=256,
+                                                  lr=3e-3, width=64, depth=3,
+                                                  lr_schedule="cosine", eval_every=500))
     assert res.losses.shape == (2000,) and np.all(np.isfinite(res.losses))
     assert list(res.eval_steps) == [0, 500, 1000, 1500, 2000]
     r = L.residual(jax.random.PRNGKey(1), res.field(), sched, data, "velocity", 1024, 24)
@@ -294,8 +300,9 @@ def test_train_cfm_cond_ot_1d(key, q_samples):
 
 def test_train_dsm_vp_1d(key, q_samples):
     sched, data = S.vp_linear(0.1, 20.0, 1.0), bimodal()
-    res = L.train(key, sched, data, loss="dsm", steps=2000, batch_size=512, lr=3e-3, width=64,
-                  depth=3, lr_schedule="cosine", eval_every=0, progress=False)
+    res = L.train(key, sched, data, L.TrainConfig(loss="dsm", steps=2000, batch_size=512,
+                                                  lr=3e-3, width=64, depth=3,
+                                                  lr_schedule="cosine", eval_every=0))
     assert res.spec.kind == "score"
     r = L.residual(jax.random.PRNGKey(1), res.field(), sched, data, "score", 1024, 24)
     print(f"DSM score residual {float(r.value):.4g} ± {float(r.stderr):.2g}, relative "
@@ -320,18 +327,20 @@ def test_residual_of_exact_field_is_zero(key):
 # ---------------------------------------------------------------- checkpoints and resume
 
 
-SMALL = dict(loss="cfm", batch_size=64, lr=2e-3, width=16, depth=2, eval_every=150,
-             progress=False)
+SMALL = L.TrainConfig(loss="cfm", batch_size=64, lr=2e-3, width=16, depth=2, eval_every=150)
+
+
+def small(**kw):
+    return dataclasses.replace(SMALL, **kw)
 
 
 def test_resume_is_bit_exact(key, tmp_path):
     sched, data = S.cosine(1.0), bimodal()
-    full = L.train(key, sched, data, steps=400, **SMALL)
+    full = L.train(key, sched, data, small(steps=400))
     d = tmp_path / "ck"
-    first = L.train(key, sched, data, steps=200, checkpoint_dir=d, checkpoint_every=70, **SMALL)
+    first = L.train(key, sched, data, small(steps=200, checkpoint_every=70), checkpoint_dir=d)
     assert C.load_checkpoint(d).step == 200
-    resumed = L.train(key, sched, data, steps=400, checkpoint_dir=d, checkpoint_every=70,
-                      **SMALL)
+    resumed = L.train(key, sched, data, small(steps=400, checkpoint_every=70), checkpoint_dir=d)
     assert first.start_step == 0 and resumed.start_step == 200
     for a, b in zip(jax.tree_util.tree_leaves((full.params, full.opt_state)),
                     jax.tree_util.tree_leaves((resumed.params, resumed.opt_state))):
@@ -345,24 +354,29 @@ def test_resume_is_bit_exact(key, tmp_path):
     x = jnp.linspace(-3, 3, 7)[:, None]
     np.testing.assert_array_equal(fn(x, 0.5), full.field()(x, 0.5))
     # an already finished run returns at once with the same parameters
-    again = L.train(key, sched, data, steps=400, checkpoint_dir=d, checkpoint_every=70, **SMALL)
+    again = L.train(key, sched, data, small(steps=400, checkpoint_every=70), checkpoint_dir=d)
     assert again.start_step == 400 and np.array_equal(again.losses, full.losses)
+    assert np.array_equal(again.eval_losses, full.eval_losses)
 
 
 def test_resume_rejects_incompatible_runs(key, tmp_path):
     sched, data = S.cosine(1.0), bimodal()
     d = tmp_path / "ck"
-    L.train(key, sched, data, steps=20, checkpoint_dir=d, **SMALL)
+    L.train(key, sched, data, small(steps=20), checkpoint_dir=d)
     with pytest.raises(ValueError, match="incompatible checkpoint.*width"):
-        L.train(key, sched, data, steps=40, checkpoint_dir=d, **{**SMALL, "width": 32})
-    with pytest.raises(ValueError, match="incompatible checkpoint.*dim"):
-        L.train(key, sched, M.gmm([[0.0, 1.0]], 1.0), steps=40, checkpoint_dir=d, **SMALL)
+        L.train(key, sched, data, small(steps=40, width=32), checkpoint_dir=d)
+    with pytest.raises(ValueError, match="incompatible checkpoint.*data_dim .saved 1, now 2"):
+        L.train(key, sched, M.gmm([[0.0, 1.0]], 1.0), small(steps=40), checkpoint_dir=d)
+    with pytest.raises(ValueError, match="incompatible checkpoint.*data_fingerprint"):
+        L.train(key, sched, M.gmm([-2.0, 2.1], 0.5), small(steps=40), checkpoint_dir=d)
+    with pytest.raises(ValueError, match="incompatible checkpoint.*protocol_fingerprint"):
+        L.train(key, S.cosine(1.1), data, small(steps=40), checkpoint_dir=d)
     with pytest.raises(ValueError, match="incompatible checkpoint.*lr"):
-        L.train(key, sched, data, steps=40, checkpoint_dir=d, **{**SMALL, "lr": 1e-2})
+        L.train(key, sched, data, small(steps=40, lr=1e-2), checkpoint_dir=d)
     with pytest.raises(ValueError, match="incompatible checkpoint.*key"):
-        L.train(jax.random.PRNGKey(5), sched, data, steps=40, checkpoint_dir=d, **SMALL)
+        L.train(jax.random.PRNGKey(5), sched, data, small(steps=40), checkpoint_dir=d)
     with pytest.raises(ValueError, match="step 20 > steps=10"):
-        L.train(key, sched, data, steps=10, checkpoint_dir=d, **SMALL)
+        L.train(key, sched, data, small(steps=10), checkpoint_dir=d)
     assert C.load_checkpoint(d).step == 20  # the saved state itself loads cleanly
     with pytest.raises(ValueError, match="incompatible checkpoint.*dim: saved 1, expected 3"):
         C.load_checkpoint(d, spec=L.ModelSpec(dim=3, width=16, depth=2))
@@ -373,7 +387,7 @@ def test_corrupted_or_missing_checkpoints(key, tmp_path):
     with pytest.raises(ValueError, match="no checkpoint directory"):
         L.load_model(tmp_path / "nothing")
     d = tmp_path / "ck"
-    L.train(key, sched, data, steps=5, checkpoint_dir=d, **SMALL)
+    L.train(key, sched, data, small(steps=5), checkpoint_dir=d)
     state = (d / C.STATE_FILE).read_bytes()
     (d / C.STATE_FILE).write_bytes(state[: len(state) // 2])
     with pytest.raises(ValueError, match="corrupted checkpoint state"):
@@ -402,8 +416,8 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(key, tmp_path):
     sched, data = S.cond_ot(1.0), bimodal()
     d = tmp_path / "ck"
     with pytest.raises(FloatingPointError, match="non-finite training loss.*last good checkpoint"):
-        L.train(key, sched, data, steps=500, checkpoint_dir=d, checkpoint_every=1000,
-                **{**SMALL, "lr": 1e9})
+        L.train(key, sched, data, small(steps=500, checkpoint_every=1000, lr=1e9),
+                checkpoint_dir=d)
     ck = C.load_checkpoint(d)
     assert ck.history["loss"].shape == (ck.step,)
     assert np.all(np.isfinite(ck.history["loss"]))
@@ -414,22 +428,84 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(key, tmp_path):
 
 def test_bad_training_input(key):
     sched, data = S.cosine(1.0), bimodal()
-    with pytest.raises(ValueError, match="unknown loss 'sm'"):
-        L.train(key, sched, data, loss="sm", steps=1)
-    with pytest.raises(ValueError, match="unknown protocol"):
-        L.train(key, "warp-drive", data, steps=1)
+    one = L.TrainConfig(steps=1)
+    with pytest.raises(ValueError, match=r"TrainConfig.loss must be one of \('dsm', 'cfm', "):
+        L.train(key, sched, data, small(loss="sm", steps=1))
+    with pytest.raises(TypeError, match="LinearForce .*satjax.specs.*got str"):
+        L.train(key, "cosine", data, one)  # the library never parses spec strings
+    with pytest.raises(TypeError, match="TrainConfig"):
+        L.train(key, sched, data, {"steps": 1})
     with pytest.raises(ValueError, match="2 dimensions but data has dimension 1"):
-        L.train(key, RotatingForce.create(), data, steps=1)
+        L.train(key, RotatingForce.create(), data, one)
     with pytest.raises(ValueError, match="OT-CFM pairs data"):
-        L.train(key, RotatingForce.create(), M.gmm([[0.0, 0.0]], 1.0), loss="ot-cfm", steps=1)
+        L.train(key, RotatingForce.create(), M.gmm([[0.0, 0.0]], 1.0), small(loss="ot-cfm"))
     with pytest.raises(ValueError, match="batch_size"):
-        L.train(key, sched, data, steps=1, batch_size=0)
+        L.train(key, sched, data, small(steps=1, batch_size=0))
     with pytest.raises(ValueError, match="lr"):
-        L.train(key, sched, data, steps=1, lr=-1.0)
+        L.train(key, sched, data, small(steps=1, lr=-1.0))
+    with pytest.raises(ValueError, match=r"t_min must lie in \(0, tau/2\) = \(0, 0.5\)"):
+        L.train(key, sched, data, small(steps=1, t_min=0.6))
     with pytest.raises(TypeError, match="GaussianMixture"):
-        L.train(key, sched, np.zeros((10, 1)), steps=1)
+        L.train(key, sched, np.zeros((10, 1)), one)
+    with pytest.raises(TypeError, match="callable"):
+        L.train(key, sched, data, one, callbacks=[3])
     with pytest.raises(ValueError, match="trains a score model"):
         L.make_train_step(L.ModelSpec(dim=1), sched, loss="dsm")
+    with pytest.raises(ValueError, match="needs `decay_steps`"):
+        L.make_train_step(L.ModelSpec(dim=1), sched, lr_schedule="cosine")
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("loss", "CFM", r"loss must be one of \('dsm', 'cfm', 'ot-cfm'\)"),
+    ("steps", -1, r"steps must be an integer in \[0, 1000000000\]; got -1"),
+    ("steps", 10**9 + 1, r"steps must be an integer in \[0, 1000000000\]"),
+    ("steps", 2.0, r"steps must be an integer"),
+    ("steps", True, r"steps must be an integer"),
+    ("batch_size", 0, r"batch_size must be an integer in \[1, 10000000\]"),
+    ("lr", float("nan"), r"lr must be a finite number > 0; got nan"),
+    ("lr", float("inf"), r"lr must be a finite number > 0; got inf"),
+    ("lr", 0.0, r"lr must be a finite number > 0"),
+    ("grad_clip", -1.0, r"grad_clip must be a finite number > 0 or None"),
+    ("t_min", 0.0, r"t_min must be a finite number > 0 or None"),
+    ("lr_schedule", "linear", r"lr_schedule must be one of \('constant', 'cosine'\)"),
+    ("decay_steps", 0, r"decay_steps must be an integer in \[1, 1000000000\] or None"),
+    ("dtype", "float16", r"dtype must be one of \('float32', 'float64'\)"),
+    ("eval_every", -1, r"eval_every must be an integer in \[0, "),
+    ("eval_size", 0, r"eval_size must be an integer in \[1, "),
+    ("checkpoint_every", 0, r"checkpoint_every must be an integer in \[1, "),
+    ("checkpoint_seconds", 0.0, r"checkpoint_seconds must be a finite number > 0 or None"),
+    ("width", 0, r"width must be an integer in \[1, 65536\]"),
+    ("depth", 0, r"depth must be an integer in \[1, 1024\]"),
+    ("activation", "swish", r"activation must be one of \('gelu', 'relu'"),
+    ("n_freq", -1, r"n_freq must be an integer in \[0, 4096\]"),
+])
+def test_train_config_validation(field, value, match):
+    with pytest.raises(ValueError, match="TrainConfig." + match):
+        dataclasses.replace(SMALL, **{field: value}).validate()
+
+
+def test_train_config_identity_and_resolution(key):
+    cfg = L.TrainConfig(steps=300, lr_schedule="cosine")
+    assert cfg.validate(tau=1.0) is cfg
+    with pytest.raises(ValueError, match="OT-CFM|batch_size must be an integer in \\[2, "):
+        L.TrainConfig(loss="ot-cfm", batch_size=1).validate()
+    keys = cfg.resume_keys()
+    assert "steps" not in keys and "eval_every" not in keys and "checkpoint_seconds" not in keys
+    assert {"data_fingerprint", "protocol_fingerprint", "key", "decay_steps", "width",
+            "lr"} <= set(keys)
+    # decay_steps: the first run's steps; the saved value on resume; explicit wins; None if constant
+    assert cfg.resolved().decay_steps == 300
+    assert cfg.resolved({"decay_steps": 120}).decay_steps == 120
+    assert dataclasses.replace(cfg, decay_steps=50).resolved({"decay_steps": 120}).decay_steps == 50
+    assert L.TrainConfig(decay_steps=7).resolved().decay_steps is None
+    assert dataclasses.replace(cfg, steps=0).resolved().decay_steps == 1
+    rec = cfg.resolved().record(key, S.cosine(1.0), bimodal())
+    json.dumps(rec)  # JSON-ready
+    assert rec["protocol"] == {"class": "Cosine", "tau": 1.0} and rec["data_dim"] == 1
+    assert rec["key"] == [0, 0] and rec["decay_steps"] == 300 and rec["steps"] == 300
+    assert rec["data_fingerprint"] == L.fingerprint(bimodal())
+    assert cfg.model_spec(3, 2.0) == L.ModelSpec(dim=3, kind="velocity", width=128, depth=3,
+                                                  tau=2.0)
 
 
 # ---------------------------------------------------------------- OT-CFM
@@ -446,7 +522,8 @@ def test_ot_pairing_beats_independent_pairs(key):
     np.testing.assert_allclose(np.sort(np.asarray(z)[:, 0])[np.argsort(np.argsort(y[:, 0]))],
                                np.asarray(z_paired)[:, 0])
     # the scipy route gives the same pairing (both are exact)
-    perm, _ = LS._scipy_assignment(np.asarray(y), np.asarray(z))
+    perm, info = L.hungarian_coupling(np.asarray(y), np.asarray(z))
+    assert info["backend"] == "scipy.linear_sum_assignment"
     np.testing.assert_allclose(np.asarray(z)[perm], z_paired)
 
 
@@ -473,7 +550,7 @@ def test_ot_pairing_never_falls_back_silently(key):
 
 def test_train_ot_cfm_reports_plan_quality(key):
     sched, data = S.cond_ot(1.0), bimodal()
-    res = L.train(key, sched, data, steps=50, **{**SMALL, "loss": "ot-cfm"})
+    res = L.train(key, sched, data, small(steps=50, loss="ot-cfm"))
     assert res.plan["cost"].shape == (50,)
     assert np.all(res.plan["cost"] <= res.plan["independent_cost"] + 1e-12)
     # paired straight paths have a far smaller conditional variance than independent ones
@@ -486,12 +563,10 @@ def test_train_ot_cfm_reports_plan_quality(key):
 
 
 def test_train_step_does_not_recompile(key):
-    """New parameter, data and protocol values reuse the compiled step (STYLE: no retrace)."""
-    import sys
-
-    core = sys.modules["satjax.learn.train"]._train_step
+    """New parameter, data and protocol values reuse the compiled step (no retrace)."""
     spec = L.ModelSpec(dim=2, width=8, depth=1, tau=1.0)
     init_fn, step = L.make_train_step(spec, S.cosine(1.0), loss="cfm", lr=1e-3)
+    core = step.core
     state = init_fn(key)
     batch = L.Batch(y=jnp.ones((16, 2), jnp.float32), eps=jnp.zeros((16, 2), jnp.float32))
     state, m = step(state, batch, key)
@@ -522,7 +597,225 @@ def test_train_step_on_rotating_force(key):
                                   state.params["params"]["out"]["bias"])
 
 
-def test_train_accepts_protocol_spec_string(key):
-    res = L.train(key, "cond-ot", bimodal(), steps=2, tau=1.0, **{**SMALL, "eval_every": 0})
-    assert res.spec.protocol == "cond-ot" and res.spec.tau == 1.0
-    assert res.eval_steps.size == 0
+
+# ---------------------------------------------------------------- extension, interrupts, callbacks
+
+
+def _same_state(a, b):
+    la = jax.tree_util.tree_leaves((a.params, a.opt_state))
+    lb = jax.tree_util.tree_leaves((b.params, b.opt_state))
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y))
+                                      for x, y in zip(la, lb))
+
+
+def test_extend_run_continues_the_schedule(key, tmp_path):
+    """A run extended past its saved step keeps the first run's cosine decay_steps: it is the
+    single run with that explicit decay_steps, bit for bit (and not the default longer run)."""
+    sched, data = S.cosine(1.0), bimodal()
+    base = small(lr_schedule="cosine", eval_every=25)
+    d = tmp_path / "ck"
+    first = L.train(key, sched, data, dataclasses.replace(base, steps=60), checkpoint_dir=d)
+    assert first.config.decay_steps == 60 and C.read_config(d)["train"]["decay_steps"] == 60
+    ext = L.train(key, sched, data, dataclasses.replace(base, steps=100), checkpoint_dir=d)
+    single = L.train(key, sched, data, dataclasses.replace(base, steps=100, decay_steps=60))
+    assert ext.start_step == 60 and ext.config.decay_steps == 60
+    assert _same_state(ext, single)
+    assert np.array_equal(ext.losses, single.losses)
+    # the final evaluation of the 60-step run (off the 25-step grid) is not part of the longer run
+    assert list(ext.eval_steps) == list(single.eval_steps) == [0, 25, 50, 75, 100]
+    assert np.array_equal(ext.eval_losses, single.eval_losses)
+    # the schedule matters: the default 100-step run (decay over 100) differs after step 1
+    default = L.train(key, sched, data, dataclasses.replace(base, steps=100))
+    assert np.array_equal(default.losses[:1], ext.losses[:1])
+    assert not np.array_equal(default.losses[1:], ext.losses[1:])
+    # after the decay the learning rate is at its floor lr/100
+    lr = ext.config.optim().learning_rate()
+    np.testing.assert_allclose([float(lr(60)), float(lr(99))], [2e-5, 2e-5], rtol=1e-6)
+    # an explicit decay_steps that contradicts the saved run is refused
+    with pytest.raises(ValueError, match="differs in decay_steps .saved 60, now 100"):
+        L.train(key, sched, data, dataclasses.replace(base, steps=120, decay_steps=100),
+                checkpoint_dir=d)
+
+
+class _Recorder:
+    """Callback keeping every StepEvent; raises ``exc`` at step ``at``."""
+
+    def __init__(self, at=None, exc=None):
+        self.events, self.at, self.exc = [], at, exc
+
+    def __call__(self, ev):
+        self.events.append(ev)
+        if ev.step == self.at:
+            self.exc()
+
+
+def _ema(losses):
+    r = None
+    for v in losses:
+        r = v if r is None else 0.98 * r + 0.02 * v
+    return r
+
+
+def test_keyboard_interrupt_saves_current_step_and_resume_is_exact(key, tmp_path):
+    sched, data = S.cosine(1.0), bimodal()
+    cfg = small(steps=80, eval_every=20, checkpoint_every=1000)
+    full_rec = _Recorder()
+    full = L.train(key, sched, data, cfg, callbacks=[full_rec])
+    assert [e.step for e in full_rec.events] == list(range(1, 81))
+    assert [e.loss for e in full_rec.events] == list(full.losses)
+    assert [e.step for e in full_rec.events if e.eval_loss is not None] == [20, 40, 60, 80]
+    assert [e.eval_loss for e in full_rec.events if e.eval_loss is not None] == \
+        list(full.eval_losses[1:])
+    assert [e.final for e in full_rec.events].index(True) == 79
+    assert full_rec.events[-1].running_loss == pytest.approx(_ema(full.losses), rel=1e-12)
+
+    d = tmp_path / "ck"
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    rec = _Recorder(at=37, exc=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        L.train(key, sched, data, cfg, checkpoint_dir=d, callbacks=[rec])
+    assert rec.events[-1].step == 37 and not rec.events[-1].checkpointed
+    ck = C.load_checkpoint(d)
+    assert ck.step == 37  # not the (absent) periodic checkpoint: the state at the interrupt
+    assert np.array_equal(ck.history["loss"], full.losses[:37])
+    assert list(ck.history["eval_step"]) == [0, 20]
+    rec2 = _Recorder()
+    resumed = L.train(key, sched, data, cfg, checkpoint_dir=d, callbacks=[rec2])
+    assert resumed.start_step == 37 and rec2.events[0].step == 38
+    assert _same_state(resumed, full)
+    assert np.array_equal(resumed.losses, full.losses)
+    assert np.array_equal(resumed.eval_losses, full.eval_losses)
+    # the running loss continues over the saved history
+    assert [e.running_loss for e in rec2.events] == [e.running_loss for e in full_rec.events[37:]]
+
+
+def test_sigterm_saves_and_restores_the_handler(key, tmp_path):
+    sched, data = S.cosine(1.0), bimodal()
+    cfg = small(steps=80, eval_every=20, checkpoint_every=1000)
+    seen = []
+
+    def sentinel(signum, frame):
+        seen.append(signum)
+
+    old = signal.signal(signal.SIGTERM, sentinel)
+    try:
+        rec = _Recorder(at=5, exc=lambda: os.kill(os.getpid(), signal.SIGTERM))
+        d = tmp_path / "ck"
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM.* at step 5"):
+            L.train(key, sched, data, cfg, checkpoint_dir=d, callbacks=[rec])
+        assert signal.getsignal(signal.SIGTERM) is sentinel and seen == []
+        assert [e.step for e in rec.events] == [1, 2, 3, 4, 5]
+        ck = C.load_checkpoint(d)
+        assert ck.step == 5
+        assert np.array_equal(ck.history["loss"], np.asarray([e.loss for e in rec.events]))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def test_wall_time_checkpoints_and_progress_bar(key, tmp_path):
+    """checkpoint_seconds saves between the step checkpoints; a callback sees them on disk."""
+    sched, data = S.cosine(1.0), bimodal()
+    d = tmp_path / "ck"
+    on_disk = {}
+
+    def reader(ev):
+        if ev.step in (4, 9):
+            ck = C.load_checkpoint(d)
+            on_disk[ev.step] = (ck.step, ck.history["loss"])
+
+    out = io.StringIO()
+    bar = L.ProgressBar(every=5, file=out, mininterval=0)
+    rec = _Recorder()
+    cfg = small(steps=12, eval_every=0, checkpoint_every=10**6, checkpoint_seconds=1e-6)
+    res = L.train(key, sched, data, cfg, checkpoint_dir=d, callbacks=[rec, reader, bar])
+    assert on_disk[4][0] == 4 and on_disk[9][0] == 9
+    assert np.array_equal(on_disk[9][1], res.losses[:9])
+    assert all(e.checkpointed for e in rec.events)
+    assert "12/12" in out.getvalue()
+    assert f"loss={rec.events[-1].running_loss:.4g}" in out.getvalue()
+    # without the wall-time period only the end is saved (checkpoint_every is 10⁶)
+    rec = _Recorder()
+    L.train(key, sched, data, dataclasses.replace(cfg, checkpoint_seconds=None),
+            checkpoint_dir=tmp_path / "ck2", callbacks=[rec])
+    assert [e.step for e in rec.events if e.checkpointed] == [12]
+
+
+# ---------------------------------------------------------------- records and compatibility
+
+
+def test_checkpoint_records_protocol_and_data(key, tmp_path):
+    sched, data = S.cosine(1.0), bimodal()
+    d = tmp_path / "ck"
+    res = L.train(key, sched, data, small(steps=3, eval_every=0), checkpoint_dir=d)
+    rec = C.read_config(d)["train"]
+    assert rec == res.record
+    assert rec["protocol"] == {"class": "Cosine", "tau": 1.0}
+    assert rec["data_dim"] == 1 and rec["data_fingerprint"] == L.fingerprint(data)
+    assert rec["protocol_fingerprint"] == L.fingerprint(sched)
+    assert L.check_compatible(d, sched, data) == []
+    # fingerprints are taken at float32 precision: x64 and the training dtype do not matter
+    f32 = jax.tree_util.tree_map(lambda v: v.astype(jnp.float32), data)
+    assert L.fingerprint(f32) == L.fingerprint(data) != L.fingerprint(M.gmm([-2.0, 2.0], 0.6))
+    # and free of memory addresses (a general force holds functions)
+    assert L.fingerprint(general_force()) == L.fingerprint(general_force())
+
+    with pytest.raises(ValueError, match=r"does not fit: data fingerprint: saved [0-9a-f]{16}, "
+                                         r"given [0-9a-f]{16} \(allow=\('data',\)"):
+        L.check_compatible(d, sched, M.gmm([-2.0, 2.0], 0.6))
+    with pytest.raises(ValueError, match="protocol class: saved Cosine, given ConditionalOT"):
+        L.check_compatible(d, S.cond_ot(1.0), data)
+    with pytest.raises(ValueError, match="Cosine parameters: tau saved 1.0, given 2.0"):
+        L.check_compatible(d, S.cosine(2.0), data)
+    with pytest.raises(ValueError, match="dimension: model 1, data 2"):
+        L.check_compatible(d, sched, M.gmm([[0.0, 1.0]], 1.0), allow=("data", "protocol"))
+    msg = L.check_compatible(d, S.cond_ot(1.0), M.gmm([-2.0, 2.0], 0.6),
+                             allow=("data", "protocol"))
+    assert len(msg) == 2 and msg[0].startswith("data fingerprint") and "ConditionalOT" in msg[1]
+    with pytest.raises(ValueError, match="allow"):
+        L.check_compatible(d, sched, data, allow=("dim",))
+    # a format-1 checkpoint (protocol spec string in the model) still loads, but records no
+    # protocol: using it needs the override
+    cfg = json.loads((d / C.CONFIG_FILE).read_text())
+    cfg["format"] = "satjax.learn.checkpoint/1"
+    cfg["model"]["protocol"] = "cosine"
+    del cfg["train"]["protocol"]
+    (d / C.CONFIG_FILE).write_text(json.dumps(cfg))
+    fn, spec = L.load_model(d)
+    np.testing.assert_array_equal(fn(jnp.ones((2, 1)), 0.5), res.field()(jnp.ones((2, 1)), 0.5))
+    with pytest.raises(ValueError, match="records no protocol"):
+        L.check_compatible(d, sched, data)
+    assert L.check_compatible(d, sched, data, allow=("protocol",)) == \
+        ["the checkpoint records no protocol"]
+
+
+def test_sample_batch(key):
+    data = M.gmm([[1.0, 0.0], [-1.0, 0.5]], [0.4, 0.3])
+    b = L.sample_batch(data, key, 5, jnp.float32)
+    k_y, k_eps = jax.random.split(key)
+    assert b.y.shape == b.eps.shape == (5, 2) and b.y.dtype == b.eps.dtype == jnp.float32
+    np.testing.assert_array_equal(b.y, data.sample(k_y, 5).astype(jnp.float32))
+    np.testing.assert_array_equal(b.eps, jax.random.normal(k_eps, (5, 2), jnp.float32))
+    with pytest.raises(ValueError, match="n"):
+        L.sample_batch(data, key, 0)
+    with pytest.raises(TypeError, match="GaussianMixture"):
+        L.sample_batch(np.zeros((3, 2)), key, 3)
+
+
+def test_resume_across_x64_modes(key, tmp_path):
+    """A float32 run started without x64 resumes with x64 on: fingerprints are taken at float32
+    precision and the model records the τ of the float32 protocol."""
+    d = tmp_path / "ck"
+    cfg = small(steps=3, eval_every=0, batch_size=16)
+    jax.config.update("jax_enable_x64", False)  # restored by the autouse fixture
+    first = L.train(key, S.cosine(1.3), bimodal(), cfg, checkpoint_dir=d)
+    assert first.spec.tau == float(np.float32(1.3)) != 1.3
+    jax.config.update("jax_enable_x64", True)
+    assert L.check_compatible(d, S.cosine(1.3), bimodal()) == []
+    res = L.train(key, S.cosine(1.3), bimodal(), dataclasses.replace(cfg, steps=5),
+                  checkpoint_dir=d)
+    assert res.start_step == 3 and res.spec == first.spec
+    assert np.array_equal(res.losses[:3], first.losses)
+    assert C.load_checkpoint(d, spec=dataclasses.replace(first.spec, tau=1.3)).step == 5

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from satjax import engine as E
 from satjax import mixtures as M
 
 
@@ -46,9 +47,9 @@ def test_chunked_equals_unchunked(kind, chunk):
     rng = np.random.default_rng(2)
     mix = random_mixture(rng, 11, 2, kind)
     x = rng.normal(size=(5, 2)) * 3
-    a, b = M.evaluate(mix, x), M.evaluate(mix, x, chunk=chunk)
-    np.testing.assert_allclose(a["log_prob"], b["log_prob"], rtol=1e-12)
-    np.testing.assert_allclose(a["score"], b["score"], rtol=1e-10, atol=1e-13)
+    a, b = E.evaluate(mix, x), E.evaluate(mix, x, chunk=chunk)
+    np.testing.assert_allclose(a.log_prob, b.log_prob, rtol=1e-12)
+    np.testing.assert_allclose(a.score, b.score, rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("kind", ["iso", "diag", "full"])
@@ -60,16 +61,16 @@ def test_blocked_velocity_equals_reference(kind, chunk, block):
     mix = random_mixture(rng, 11, 2, kind)
     rate = random_mixture(np.random.default_rng(5), 11, 2, kind)  # any (μ', C') works here
     x = rng.normal(size=(13, 2)) * 3
-    out = M.evaluate(mix, x, rate=rate, chunk=chunk, block=block)
+    out = E.evaluate(mix, x, rate=rate, chunk=chunk, block=block)
     C, dC = np.asarray(mix.full_cov()), np.asarray(rate.full_cov())
     mu, dmu, w = np.asarray(mix.means), np.asarray(rate.means), np.asarray(mix.weights)
     dens = np.stack([w[k] * stats.multivariate_normal(mu[k], C[k]).pdf(x) for k in range(11)], 1)
     r = dens / dens.sum(1, keepdims=True)
     nu = np.stack([dmu[k] + (x - mu[k]) @ np.linalg.solve(C[k], 0.5 * dC[k].T)
                    for k in range(11)], 1)
-    np.testing.assert_allclose(out["velocity"], np.einsum("nk,nkd->nd", r, nu), rtol=1e-9,
+    np.testing.assert_allclose(out.velocity, np.einsum("nk,nkd->nd", r, nu), rtol=1e-9,
                                atol=1e-11)
-    np.testing.assert_allclose(out["log_prob"], np.log(dens.sum(1)), rtol=1e-11)
+    np.testing.assert_allclose(out.log_prob, np.log(dens.sum(1)), rtol=1e-11)
 
 
 def test_tiled_engine_float32_matches_float64():
@@ -78,34 +79,35 @@ def test_tiled_engine_float32_matches_float64():
     rng = np.random.default_rng(7)
     mix64, rate64 = random_mixture(rng, 300, 3, "iso"), random_mixture(rng, 300, 3, "iso")
     x = rng.normal(size=(500, 3)) * 4
-    ref = M.evaluate(mix64, x, rate=rate64)
+    ref = E.evaluate(mix64, x, rate=rate64)
     with jax.enable_x64(False):
         cast = lambda m: jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), m)  # noqa: E731
-        out = M.evaluate(cast(mix64), jnp.asarray(x, jnp.float32), rate=cast(rate64), chunk=64,
+        out = E.evaluate(cast(mix64), jnp.asarray(x, jnp.float32), rate=cast(rate64), chunk=64,
                          block=100)
-        assert out["velocity"].dtype == jnp.float32
+        assert out.velocity.dtype == jnp.float32
     for k in ("log_prob", "score", "velocity"):
-        scale = float(jnp.max(jnp.abs(ref[k])))
-        assert float(jnp.max(jnp.abs(out[k] - ref[k]))) < 2e-5 * scale, k
+        scale = float(jnp.max(jnp.abs(getattr(ref, k))))
+        assert float(jnp.max(jnp.abs(getattr(out, k) - getattr(ref, k)))) < 2e-5 * scale, k
 
 
 def test_outputs_subset_is_the_same_numbers():
     rng = np.random.default_rng(6)
     mix, rate = random_mixture(rng, 9, 3, "iso"), random_mixture(rng, 9, 3, "iso")
     x = rng.normal(size=(6, 3))
-    full = M.evaluate(mix, x, rate=rate)
+    full = E.evaluate(mix, x, rate=rate)
     for sub in [("velocity",), ("score",), ("log_prob",), ("score", "velocity")]:
-        part = M.evaluate(mix, x, rate=rate, outputs=sub)
+        part = E.evaluate(mix, x, rate=rate, outputs=sub)
         assert set(part) == set(sub)
         for k in sub:
-            np.testing.assert_allclose(part[k], full[k], rtol=1e-13, atol=1e-15)
+            np.testing.assert_allclose(getattr(part, k), getattr(full, k), rtol=1e-13, atol=1e-15)
     with pytest.raises(ValueError, match="outputs"):
-        M.evaluate(mix, x, outputs=("density",))
+        E.evaluate(mix, x, outputs=("density",))
     with pytest.raises(ValueError, match="block"):
-        M.evaluate(mix, x, block=0)
+        E.evaluate(mix, x, block=0)
     with pytest.raises(ValueError, match="rate"):
-        M.evaluate(mix, x, outputs=("velocity",))
-    assert set(M.evaluate(mix, x)) == {"log_prob", "score"}
+        E.evaluate(mix, x, outputs=("velocity",))
+    out = E.evaluate(mix, x)
+    assert out.velocity is None and out.log_prob is not None and out.score is not None
 
 
 def test_tile_sizes_bound_memory():
@@ -116,19 +118,19 @@ def test_tile_sizes_bound_memory():
              (10**5, 50_000, 8, "full"): (64, 2048),       # 2^20 / (64·8) comps, 2^20 / (2048·8) points
              (3, 2, 1, "iso"): (3, 2)}                     # small problems: one tile
     for (n, k, d, kind), expect in cases.items():
-        assert M.tile_sizes(n, k, d, kind) == expect
-    assert M.tile_sizes(10**4, 1000, 2, "iso", chunk=100, block=7) == (7, 100)
+        assert E.tile_sizes(n, k, d, kind) == expect
+    assert E.tile_sizes(10**4, 1000, 2, "iso", chunk=100, block=7) == (7, 100)
 
 
 def test_far_points_are_finite():
     """Log-sum-exp keeps far-away points finite (density underflows, log does not)."""
     mix = M.gmm([-2.0, 2.0], 0.05)
     x = jnp.array([[60.0], [-300.0]])
-    out = M.evaluate(mix, x, chunk=1)
-    assert np.all(np.isfinite(out["log_prob"])) and np.all(np.isfinite(out["score"]))
+    out = E.evaluate(mix, x, chunk=1)
+    assert np.all(np.isfinite(out.log_prob)) and np.all(np.isfinite(out.score))
     # far to the right only the right component matters: log N(60 | 2, 0.05²) + log ½
     expect = stats.norm(2.0, 0.05).logpdf(60.0) + np.log(0.5)
-    assert float(out["log_prob"][0]) == pytest.approx(expect, rel=1e-12)
+    assert float(out.log_prob[0]) == pytest.approx(expect, rel=1e-12)
 
 
 def test_moments_and_sampling():

@@ -27,7 +27,7 @@ def test_conditional_energy_free_family_gives_cond_ot():
 
 def test_conditional_energy_vp_family_gives_cosine():
     """Eq. 95: under m² + σ² = 1 the minimiser is cosine, value (π/2)² n_d / τ."""
-    init = S.polar(5, vp=True, angle=[1.0, 0.3, -0.2, 0.1, 0.05])
+    init = S.polar(5, vp=True, edge=False, angle=[1.0, 0.3, -0.2, 0.1, 0.05])
     r = O.optimize_schedule(M.gaussian(0.0, 1.0), family="vp", objective="conditional", steps=400,
                             learning_rate=0.05, init=init)
     assert float(r.best_value) == pytest.approx(np.pi**2 / 4, rel=1e-6)
@@ -40,16 +40,16 @@ def test_exact_c2_reaches_W2_on_centred_gaussian_vp():
     data = M.gaussian(0.0, s)
     r = O.optimize_schedule(data, family="vp", objective="c2", steps=500, learning_rate=0.1, n_basis=8)
     w2 = (1 - s) ** 2
-    c2_cos = float(P.path_cost(S.cosine(), data).c2)
+    c2_cos = float(P.path_cost(S.cosine(), data).c2.value)
     assert w2 <= float(r.best_value) < 1.02 * w2 < c2_cos
 
 
 def test_exact_c2_on_mixture_beats_cosine_and_cond_ot():
     data = M.gmm([-2.0, 2.0], 0.5)
     r = O.optimize_schedule(data, family="free", objective="c2", steps=150, learning_rate=0.05)
-    c2 = float(P.path_cost(r.schedule, data).c2)
-    assert c2 < float(P.path_cost(S.cosine(), data).c2)
-    assert c2 < float(P.path_cost(S.cond_ot(), data).c2)
+    c2 = float(P.path_cost(r.schedule, data).c2.value)
+    assert c2 < float(P.path_cost(S.cosine(), data).c2.value)
+    assert c2 < float(P.path_cost(S.cond_ot(), data).c2.value)
 
 
 def test_divergence_stops_with_best_schedule():
@@ -73,6 +73,13 @@ def test_bad_arguments(kw, match):
         O.optimize_schedule(M.gaussian(0.0, 1.0), **kw)
 
 
+def test_conditional_energy_refuses_the_edge_component():
+    """With the arcsine edge θ' ∝ s^-1/2, so ∫θ'² diverges: refused, not under-integrated."""
+    with pytest.raises(ValueError, match="edge"):
+        O.optimize_schedule(M.gaussian(0.0, 1.0), family="vp", objective="conditional", steps=1,
+                            init=S.polar(4, vp=True, edge=True))
+
+
 def test_mc_objective_needs_key():
     with pytest.raises(ValueError, match="key"):
-        O.optimize_schedule(M.swiss_roll(n=50), objective="c2", steps=1)
+        O.optimize_schedule(M.swiss_roll(n=50), objective="c2", estimator="mc", steps=1)

@@ -28,6 +28,7 @@ import pytest
 
 from satjax import forward, mixtures, reverse, schedules, thermo
 from satjax import sharding as sh
+from satjax.protocol import draws
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +39,8 @@ jax.config.update("jax_enable_x64", True)
 import satjax as sj
 from satjax import forward, likelihood, mixtures, path, reverse, schedules, thermo
 from satjax import sharding as sh
+from satjax.estimators import MonteCarlo as MC
+from satjax.protocol import draws
 
 assert jax.device_count() == 4, jax.devices()
 MESH = sh.samples_mesh()
@@ -86,35 +89,38 @@ def test_four_devices_thermo():
     n = 64
 
     # common random numbers: bit-identical, each device holds n/4
-    d0, d1 = thermo.draws(KEY, q, n), thermo.draws(KEY, q, n, shard=True)
+    d0, d1 = draws(KEY, q, n), draws(KEY, q, n, shard=True)
     split4(d1.idx, n); split4(d1.eps, n)
     assert np.array_equal(d0.idx, d1.idx) and np.array_equal(d0.eps, d1.eps)
-    assert thermo.draws(KEY, q, n, shard=MESH).eps.sharding == d1.eps.sharding   # explicit mesh
+    assert draws(KEY, q, n, shard=MESH).eps.sharding == d1.eps.sharding   # explicit mesh
 
     # entropy production: the whole public call compiled as one program from a key
-    ep0 = thermo.entropy_production(sched, q, method="mc", key=KEY, n_samples=n, n_time=8)
+    ep0 = thermo.entropy_production(sched, q, estimator=MC(n=n, key=KEY), n_time=8)
     comp = jax.jit(lambda k: thermo.entropy_production(
-        sched, q, method="mc", key=k, n_samples=n, n_time=8, shard=True)).lower(KEY).compile()
+        sched, q, estimator=MC(n=n, key=k, shard=True), n_time=8)).lower(KEY).compile()
     assert collectives(comp) == {"all-reduce"}, collectives(comp)
     ep1 = comp(KEY)
-    for f in ("wD", "wD_stderr", "S_sys", "kinetic", "system"):
+    for f in ("kinetic", "system"):
         close(getattr(ep1, f), getattr(ep0, f))
-    ep2 = thermo.entropy_production(sched, q, method="mc", key=KEY, n_samples=n, n_time=8,
-                                    shard=True)
-    close(ep2.wD, ep0.wD)
+    close(ep1.wD.value, ep0.wD.value); close(ep1.wD.stderr, ep0.wD.stderr)
+    close(ep1.S_sys.value, ep0.S_sys.value)
+    ep2 = thermo.entropy_production(sched, q, estimator=MC(n=n, key=KEY, shard=True), n_time=8)
+    close(ep2.wD.value, ep0.wD.value)
 
     # path cost: cosine (whole call compiled, collectives checked) and a rotating force
     # (gradient projection over the samples; not jittable as a whole call).
     rf = sj.RotatingForce.create(h=1.0, g=3.0, t_fin=2.0)
-    pc0 = [path.path_cost(p, q, method="mc", key=KEY, n_samples=n, n_time=8) for p in (sched, rf)]
-    comp = jax.jit(lambda k: path.path_cost(sched, q, method="mc", key=k, n_samples=n,
-                                            n_time=8, shard=True)).lower(KEY).compile()
-    pc1 = [comp(KEY), path.path_cost(rf, q, method="mc", key=KEY, n_samples=n, n_time=8,
-                                     shard=True)]
+    pc0 = [path.path_cost(p, q, estimator=MC(n=n, key=KEY), n_time=8, check_time=False)
+           for p in (sched, rf)]
+    comp = jax.jit(lambda k: path.path_cost(sched, q, estimator=MC(n=n, key=k, shard=True),
+                                            n_time=8, check_time=False)).lower(KEY).compile()
+    pc1 = [comp(KEY), path.path_cost(rf, q, estimator=MC(n=n, key=KEY, shard=True), n_time=8,
+                                     check_time=False)]
     assert collectives(comp) == {"all-reduce"}, collectives(comp)
     for a, b in zip(pc1, pc0):
-        for f in ("wD", "c2", "c2_stderr", "path_length", "speed_sq"):
-            close(getattr(a, f), getattr(b, f))
+        for f in ("wD", "c2", "path_length"):
+            close(getattr(a, f).value, getattr(b, f).value)
+        close(a.c2.stderr, b.c2.stderr); close(a.speed_sq, b.speed_sq)
 
     # path-probability entropy (forward SDE paths drawn inside jit)
     kw = dict(t0=0.2, t1=0.8, n_paths=n, n_steps=10)
@@ -124,14 +130,14 @@ def test_four_devices_thermo():
         close(getattr(pe1, f), getattr(pe0, f), atol=1e-14)
     # (path_entropy_mc checks T_t0 eagerly, so inspect its compiled core)
     f64 = lambda v: jnp.asarray(v, jnp.float64)
-    comp = thermo._path_entropy.lower(KEY, sched, q, f64(0.2), f64(0.8), n, 10, None,
+    comp = thermo._path_entropy.lower(KEY, sched, q, f64(0.2), f64(0.8), n, 10,
                                       MESH).compile()
     assert collectives(comp) == {"all-reduce"}, collectives(comp)
 
     # counts not divisible by 4: a ValueError naming both sizes, no silent padding
-    for call in (lambda: thermo.draws(KEY, q, 66, shard=True),
-                 lambda: thermo.entropy_production(sched, q, method="mc", key=KEY, n_samples=66,
-                                                   shard=True),
+    for call in (lambda: draws(KEY, q, 66, shard=True),
+                 lambda: thermo.entropy_production(sched, q,
+                                                   estimator=MC(n=66, key=KEY, shard=True)),
                  lambda: thermo.path_entropy_mc(KEY, sched, q, t0=0.2, n_paths=66, n_steps=2,
                                                 shard=True)):
         try:
@@ -230,7 +236,7 @@ def test_single_device_is_noop():
     assert sh.constrain(x, None) is x
     assert not sh.is_sharded(x)
     q, sched, key = mixtures.gmm([-2.0, 2.0], 0.5), schedules.cosine(), jax.random.PRNGKey(0)
-    d0, d1 = thermo.draws(key, q, 7), thermo.draws(key, q, 7, shard=True)   # 7: any n on 1 device
+    d0, d1 = draws(key, q, 7), draws(key, q, 7, shard=True)   # 7: any n on 1 device
     assert np.array_equal(d0.idx, d1.idx) and np.array_equal(d0.eps, d1.eps)
     x0 = forward.sample_marginal(key, sched, q, 0.9, 7)
     assert np.array_equal(x0, forward.sample_marginal(key, sched, q, 0.9, 7, shard=True))
@@ -249,7 +255,7 @@ def test_bad_shard_arguments():
     with pytest.raises(ValueError, match="'samples'"):
         sh.resolve(mesh)
     with pytest.raises(ValueError, match="at least 2"):
-        thermo.draws(jax.random.PRNGKey(0), mixtures.gmm([0.0], 1.0), 1, shard=True)
+        draws(jax.random.PRNGKey(0), mixtures.gmm([0.0], 1.0), 1, shard=True)
 
 
 def test_divisibility_message():

@@ -1,21 +1,30 @@
-"""The optimal protocol: the constant-speed W2 geodesic from the data to the noise (PAPER.md §7).
+"""The optimal protocol: the constant-speed W2 geodesic from the data to the noise (docs/theory.md §7).
 
 For fixed end points and τ, c_2 = ∫ v_2² dt is minimised by McCann's displacement interpolation
 x_t = (1 − s) x + s T(x), s = t/τ, T the optimal transport map from q to the noise, giving
-c_2 = W_2²/τ (69, 70). Its velocity is constant along each straight line, ν_t(x_t) = (T(x) − x)/τ.
+c_2 = W_2²/τ (Eq. 69, 70). Along each straight line the velocity is constant,
+ν_t(x_t) = (T(x) − x)/τ; it is a gradient field (T is the gradient of a convex function), the
+flow is deterministic (T = 0, no entropy production) and E‖ν_t‖² = W_2²/τ² at every t.
 
-* :class:`OTProtocol1D` — exact in 1-D: T = F_N⁻¹ ∘ F_q (monotone rearrangement), so the
-  quantile function of P_t is Q_t(u) = (1 − s) F_q⁻¹(u) + s F_N⁻¹(u). Eulerian velocity at x by
-  solving (1 − s) x₀ + s T(x₀) = x for x₀ (monotone bisection), density by the Jacobian.
-* :class:`OTProtocolGaussian` — closed form between two Gaussians (affine map of Eq. 59).
-* :class:`OTProtocolSamples` — n-D: an exact optimal assignment between n data and n noise samples
-  (:func:`satjax.geometry.distances.ot_assignment`), straight-line interpolation, and the Eulerian
-  velocity at x by the kernel estimate of Eq. G19, a Gaussian-kernel weighted average of
-  (x_τ − x₀)/τ over pairs whose interpolant x_t is near x. Approximate: c_2 is the empirical
-  W_2² of the n pairs over τ (biased upwards for finite n), the velocity is smoothed by the kernel.
+Four :class:`~satjax.protocol.Protocol` implementations:
 
-Both are "protocols" in the sense used by :mod:`satjax.bound`: they provide ``velocity(x, t)``,
-samples of P_t, and c_2 (= w_D, the flow being deterministic and a gradient field).
+* :class:`OTProtocol1D` — exact in 1-D: T = F_N⁻¹ ∘ F_q (monotone rearrangement); P_t is the
+  :class:`Interpolant1D` with quantile Q_t(u) = (1 − s) F_q⁻¹(u) + s F_N⁻¹(u); the Eulerian
+  velocity at x solves (1 − s) x₀ + s T(x₀) = x (monotone bisection, one implicit Newton step).
+* :class:`OTProtocolGaussian` — closed form between Gaussian data and Gaussian noise (Eq. 59).
+* :class:`OTProtocolEntropic` — n-D, from ott-jax: the entropic OT map T_ε(x) = Σ_j w_j(x) y_j,
+  w ∝ exp((g_j − ‖x − y_j‖²)/ε), from the dual potential g of a Sinkhorn solve between data and
+  noise samples; exact sampling of its P_t (x ~ q pushed by the interpolation) and the Eulerian
+  velocity by Newton's method on (1 − s) x₀ + s T_ε(x₀) = x (its Jacobian (1 − s) I + s ∇T_ε is
+  positive definite for s < 1; T_ε maps into the convex hull of the noise samples, so the
+  velocity is evaluated at s ≤ 1 − ``s_gap``). Its c_2 = E_q‖T_ε(x) − x‖²/τ is a Monte Carlo
+  estimate (estimator "mc"). As an approximation of W_2²/τ it carries the fit's error: the
+  two-sample bias of empirical OT (upward, O(n^(-1/2)) in 2-D; +12 % at n = 1024 for a 2-D
+  Gaussian) minus the entropic shrinkage of the barycentric map (≈ d ε/2).
+* :class:`OTProtocolSamples` — n-D, the assignment protocol of Eq. G19: an exact optimal
+  assignment between n data and n noise samples, straight-line interpolation, and the Eulerian
+  velocity by a Gaussian-kernel average over nearby pairs (kept as a comparison: its velocity is
+  smoothed by the kernel and it has no density).
 """
 
 from __future__ import annotations
@@ -24,97 +33,169 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from jax.scipy.special import logsumexp
 
+from satjax import univariate
 from satjax._util import as_float, check_tau
-from satjax.geometry.distances import cdf_1d, ot_assignment, quantile_1d, w2_squared_1d
+from satjax.distribution import Distribution
+from satjax.engine import Fields
+from satjax.geometry.distances import (entropic_potentials, monotone_map, ot_assignment,
+                                       w2_squared_1d, w2_squared_gaussian)
 from satjax.mixtures import GaussianMixture, gaussian
+from satjax.protocol import OUTPUTS, Protocol, Rates
 
 
-class OTProtocol1D(struct.PyTreeNode):
-    """Exact 1-D W2 geodesic between ``data`` (t = 0) and ``noise`` (t = τ), both 1-D mixtures."""
+def _describe(name, tau, **extra):
+    out = {"class": name, "tau": float(np.asarray(tau))}
+    out.update(extra)
+    return out
+
+
+# ---------------------------------------------------------------------------- 1-D, exact
+
+
+def _displacement_residual(x0, args):
+    """(1 − s) x₀ + s T(x₀) − x, increasing in x₀ (T is monotone)."""
+    x, s, data, noise = args
+    return (1.0 - s) * x0 + s * monotone_map(data, noise, x0) - x
+
+
+class Interpolant1D(Distribution):
+    """P_t of the exact 1-D geodesic: the law of (1 − s) x + s T(x), x ~ q."""
 
     data: GaussianMixture
     noise: GaussianMixture
-    tau: jax.Array
+    s: jax.Array
     n_bisect: int = struct.field(pytree_node=False, default=120)
 
-    conservative = True
-    dim = 1
-
-    def quantile(self, t, u):
-        """Q_t(u) = (1 − s) F_q⁻¹(u) + s F_N⁻¹(u)."""
-        s = t / self.tau
-        return (1.0 - s) * quantile_1d(self.data, u) + s * quantile_1d(self.noise, u)
+    @property
+    def dim(self) -> int:
+        return 1
 
     def transport_map(self, x):
-        """T(x) = F_N⁻¹(F_q(x)) for points x of shape (...,)."""
-        u = jnp.clip(cdf_1d(self.data, x), 1e-300, 1.0 - 1e-16)
-        return quantile_1d(self.noise, u)
+        """T(x) = F_N⁻¹(F_q(x)), accurate in both tails."""
+        return monotone_map(self.data, self.noise, x)
 
-    def _start_point(self, x, t):
-        """x₀ with (1 − s) x₀ + s T(x₀) = x, by bisection (the map is increasing)."""
-        s = t / self.tau
-        lo0 = jnp.minimum(jnp.min(self.data.means[:, 0] - 40.0 * jnp.sqrt(self.data.full_cov()[:, 0, 0])),
-                          jnp.min(self.noise.means[:, 0] - 40.0 * jnp.sqrt(self.noise.full_cov()[:, 0, 0])))
-        hi0 = jnp.maximum(jnp.max(self.data.means[:, 0] + 40.0 * jnp.sqrt(self.data.full_cov()[:, 0, 0])),
-                          jnp.max(self.noise.means[:, 0] + 40.0 * jnp.sqrt(self.noise.full_cov()[:, 0, 0])))
-        lo, hi = jnp.minimum(lo0, x - 1.0), jnp.maximum(hi0, x + 1.0)
+    def start_point(self, x):
+        """x₀ with (1 − s) x₀ + s T(x₀) = x for points x of any shape: safeguarded
+        Newton–bisection on the increasing map (:func:`satjax.univariate.root`), with exact
+        derivatives in x, s and the mixtures' arrays by the implicit function theorem."""
+        def bounds(m):
+            sd = m.component_sd()
+            return jnp.min(m.means[:, 0] - 40.0 * sd), jnp.max(m.means[:, 0] + 40.0 * sd)
 
-        def body(_, b):
-            lo, hi = b
-            mid = 0.5 * (lo + hi)
-            g = (1.0 - s) * mid + s * self.transport_map(mid) - x
-            return jnp.where(g > 0, lo, mid), jnp.where(g > 0, mid, hi)
+        (lo0, hi0), (lo1, hi1) = bounds(self.data), bounds(self.noise)
+        x = jnp.asarray(x)
+        sg = jax.lax.stop_gradient
+        lo = sg(jnp.minimum(jnp.minimum(lo0, lo1), x - 1.0))
+        hi = sg(jnp.maximum(jnp.maximum(hi0, hi1), x + 1.0))
+        scale = sg(jnp.minimum(jnp.min(self.data.component_sd()),
+                               jnp.min(self.noise.component_sd())))
 
-        lo, hi = jax.lax.fori_loop(0, self.n_bisect, body, (lo, hi))
-        x0 = jax.lax.stop_gradient(0.5 * (lo + hi))
-        # One Newton step with gradients flowing: exact first derivatives in x, t and parameters
-        # by the implicit function theorem (the step itself is ~0 at the root).
-        g = (1.0 - s) * x0 + s * self.transport_map(x0) - x
-        return x0 - g / jax.lax.stop_gradient(self._map_slope(x0, s))
+        def solve(xi, a, b):
+            return univariate.root(_displacement_residual, (xi, self.s, self.data, self.noise),
+                                   a, b, scale)
 
-    def _map_slope(self, x0, s):
-        """d/dx₀ of (1 − s) x₀ + s T(x₀): (1 − s) + s q(x₀)/n(T(x₀))."""
+        flat = jax.vmap(solve)(x.ravel(), jnp.broadcast_to(lo, x.shape).ravel(),
+                               jnp.broadcast_to(hi, x.shape).ravel())
+        return flat.reshape(x.shape)
+
+    def _slope(self, x0):
+        """d/dx₀ of (1 − s) x₀ + s T(x₀) = (1 − s) + s q(x₀)/n(T(x₀))."""
         lq = self.data.log_prob(jnp.reshape(x0, (-1, 1)))
         ln = self.noise.log_prob(jnp.reshape(self.transport_map(x0), (-1, 1)))
-        return ((1.0 - s) + s * jnp.exp(lq - ln)).reshape(jnp.shape(x0))
+        return ((1.0 - self.s) + self.s * jnp.exp(lq - ln)).reshape(jnp.shape(x0))
 
-    def velocity(self, x, t):
-        """Eulerian ν_t(x) = (T(x₀) − x₀)/τ for one point x of shape (1,).
+    def log_prob(self, x):
+        """ln P_t(x) = ln q(x₀) − ln((1 − s) + s q(x₀)/n(T(x₀))) for x of shape (..., 1)."""
+        x0 = self.start_point(x[..., 0])
+        lq = self.data.log_prob(x0[..., None])
+        ln = self.noise.log_prob(self.transport_map(x0)[..., None])
+        return lq - jnp.log((1.0 - self.s) + self.s * jnp.exp(lq - ln))
 
-        Note: with the data/noise arrays fixed, gradients in x and t are exact; a gradient with
-        respect to the mixtures' arrays misses the dependence of the stop-gradient slope (it is
-        first-order exact only at the root, which is where it is evaluated)."""
-        x0 = self._start_point(x[0], t)
-        return ((self.transport_map(x0) - x0) / self.tau)[None]
+    def cdf(self, x):
+        return self.data.cdf(self.start_point(jnp.asarray(x)))
 
-    def log_density(self, x, t):
-        """ln P_t(x) = ln q(x₀) − ln((1 − s) + s T'(x₀)), T'(x₀) = q(x₀)/n(T(x₀)); x of shape (1,)."""
-        s = t / self.tau
-        x0 = self._start_point(x[0], t)
-        lq = self.data.log_prob(x0[None])
-        ln = self.noise.log_prob(self.transport_map(x0)[None])
-        return lq - jnp.log((1.0 - s) + s * jnp.exp(lq - ln))
+    def quantile(self, u):
+        return (1.0 - self.s) * self.data.quantile(u) + self.s * self.noise.quantile(u)
 
-    def sample(self, key, t, n: int):
-        """n samples of P_t: x_t = (1 − s) x + s T(x), x ~ q. Shape (n, 1)."""
+    def sample(self, key, n: int):
         x = self.data.sample(key, n)[:, 0]
-        s = t / self.tau
-        return ((1.0 - s) * x + s * self.transport_map(x))[:, None]
+        return ((1.0 - self.s) * x + self.s * self.transport_map(x))[:, None]
 
-    def w2_squared(self):
-        """W_2(q, noise)² exactly (1-D quantile formula)."""
-        return w2_squared_1d(self.data, self.noise)
+    def mean(self):
+        return (1.0 - self.s) * self.data.mean() + self.s * self.noise.mean()
 
-    def c2(self):
-        """c_2 = W_2²/τ (constant speed)."""
-        return self.w2_squared() / self.tau
+    def support(self, z: float = 12.0):
+        (lo0, hi0), (lo1, hi1) = self.data.support(z), self.noise.support(z)
+        return (1.0 - self.s) * lo0 + self.s * lo1, (1.0 - self.s) * hi0 + self.s * hi1
 
-    def kinetic(self, t):
-        """E‖ν_t‖² = v_2² = W_2²/τ² for every t."""
-        return self.w2_squared() / self.tau**2 + 0.0 * t
+    def tail_variance(self):
+        return ((1.0 - self.s) * jnp.sqrt(self.data.tail_variance())
+                + self.s * jnp.sqrt(self.noise.tail_variance())) ** 2
+
+
+class OTProtocol1D(Protocol):
+    """Exact 1-D W2 geodesic from the data (t = 0) to ``noise`` (t = τ)."""
+
+    noise: GaussianMixture = None
+    n_bisect: int = struct.field(pytree_node=False, default=120)
+
+    @property
+    def dim(self) -> int:
+        return 1
+
+    @property
+    def stochastic(self) -> bool:
+        return False
+
+    def check(self, data) -> None:
+        if not isinstance(data, GaussianMixture) or data.dim != 1:
+            raise ValueError("the exact 1-D geodesic needs 1-D Gaussian-mixture data")
+
+    def describe(self) -> dict:
+        return _describe("OTProtocol1D", self.tau, noise="N(0, 1)")
+
+    def marginal(self, data, t) -> Interpolant1D:
+        return Interpolant1D(data=data, noise=self.noise, s=as_float(t) / self.tau,
+                             n_bisect=self.n_bisect)
+
+    def reverse_start(self, data):
+        return self.noise
+
+    def fields(self, data, x, t, outputs=OUTPUTS) -> Fields:
+        marg = self.marginal(data, t)
+        x0 = marg.start_point(x[:, 0])
+        out = {}
+        if "velocity" in outputs:
+            out["velocity"] = ((marg.transport_map(x0) - x0) / self.tau)[:, None]
+        if "log_prob" in outputs:
+            out["log_prob"] = marg.log_prob(x)
+        if "score" in outputs:
+            out["score"] = jax.vmap(jax.grad(lambda xi: marg.log_prob(xi[None])[0]))(x)
+        return Fields(**out)
+
+    def sample_given(self, data, t, draws):
+        x = data.sample_given(draws.idx, draws.eps)[:, 0]
+        return self.flow_map_1d(data, t, x)[:, None]
+
+    def flow_map_1d(self, data, t, x0):
+        """X_t(x₀) = (1 − s) x₀ + s T(x₀) (the straight line of the geodesic)."""
+        s = as_float(t) / self.tau
+        return (1.0 - s) * x0 + s * monotone_map(data, self.noise, x0)
+
+    def has_exact_rates(self, data) -> bool:
+        return True
+
+    def exact_rates(self, data, t) -> Rates:
+        """E‖ν_t‖² = v_2² = W_2(q, N)²/τ² at every t (constant speed)."""
+        k = w2_squared_1d(data, self.noise) / self.tau**2 + 0.0 * t
+        return Rates(kinetic=k, speed_sq=k)
+
+
+# ------------------------------------------------------------------- Gaussian, closed form
 
 
 def _sqrtm_sym(a):
@@ -122,141 +203,283 @@ def _sqrtm_sym(a):
     return (U * jnp.sqrt(jnp.maximum(lam, 0.0))) @ U.T
 
 
-class OTProtocolGaussian(struct.PyTreeNode):
-    """Closed-form W2 geodesic between N(m0, S0) (t = 0) and N(m1, S1) (t = τ).
+class OTProtocolGaussian(Protocol):
+    """Closed-form W2 geodesic from single-Gaussian data N(m0, S0) to ``noise`` N(m1, S1).
 
     T(x) = m1 + A(x − m0), A = S0^{-1/2}(S0^{1/2} S1 S0^{1/2})^{1/2} S0^{-1/2} (symmetric);
     P_t = N(m_t, M_t S0 M_t), m_t = (1 − s) m0 + s m1, M_t = (1 − s) I + s A; the Eulerian
     velocity ν_t(y) = (m1 − m0 + (A − I) M_t⁻¹ (y − m_t))/τ is a gradient (A and M_t commute).
     """
 
-    m0: jax.Array
-    S0: jax.Array
-    m1: jax.Array
-    S1: jax.Array
-    tau: jax.Array
-
-    conservative = True
+    noise: GaussianMixture = None
 
     @property
     def dim(self) -> int:
-        return self.m0.shape[0]
+        return self.noise.dim
 
-    def map_matrix(self):
-        r = _sqrtm_sym(self.S0)
+    @property
+    def stochastic(self) -> bool:
+        return False
+
+    def check(self, data) -> None:
+        if not isinstance(data, GaussianMixture) or data.n_components != 1:
+            raise ValueError("the closed-form Gaussian geodesic needs single-Gaussian data")
+        super().check(data)
+
+    def describe(self) -> dict:
+        return _describe("OTProtocolGaussian", self.tau, noise="N(0, I)")
+
+    def _map(self, data):
+        m0, S0 = data.means[0], data.full_cov()[0]
+        r = _sqrtm_sym(S0)
         r_inv = jnp.linalg.inv(r)
-        return r_inv @ _sqrtm_sym(r @ self.S1 @ r) @ r_inv
+        A = r_inv @ _sqrtm_sym(r @ self.noise.full_cov()[0] @ r) @ r_inv
+        return m0, S0, A
 
-    def _mt(self, t):
-        s = t / self.tau
-        eye = jnp.eye(self.dim, dtype=self.S0.dtype)
-        return (1.0 - s) * self.m0 + s * self.m1, (1.0 - s) * eye + s * self.map_matrix()
+    def _at(self, data, t):
+        m0, S0, A = self._map(data)
+        s = as_float(t) / self.tau
+        eye = jnp.eye(m0.shape[0], dtype=S0.dtype)
+        return m0, S0, A, (1.0 - s) * m0 + s * self.noise.means[0], (1.0 - s) * eye + s * A
 
-    def marginal(self, t) -> GaussianMixture:
-        m, M = self._mt(t)
+    def marginal(self, data, t) -> GaussianMixture:
+        _, S0, _, m, M = self._at(data, t)
         return GaussianMixture(weights=jnp.ones((1,), m.dtype), means=m[None],
-                               cov=(M @ self.S0 @ M.T)[None], kind="full")
+                               cov=(M @ S0 @ M.T)[None], kind="full")
 
-    def velocity(self, x, t):
-        """ν_t(x) for one point x (d,)."""
-        m, M = self._mt(t)
-        A = self.map_matrix()
-        z = jnp.linalg.solve(M, x - m)
-        return (self.m1 - self.m0 + (A - jnp.eye(self.dim, dtype=A.dtype)) @ z) / self.tau
+    def reverse_start(self, data):
+        return self.noise
 
-    def log_density(self, x, t):
-        return self.marginal(t).log_prob(x)
+    def fields(self, data, x, t, outputs=OUTPUTS) -> Fields:
+        m0, _, A, m, M = self._at(data, t)
+        out = {}
+        if "velocity" in outputs:
+            z = jnp.linalg.solve(M, (x - m).T).T
+            eye = jnp.eye(m0.shape[0], dtype=A.dtype)
+            out["velocity"] = (self.noise.means[0] - m0 + z @ (A - eye).T) / self.tau
+        if "log_prob" in outputs or "score" in outputs:
+            marg = self.marginal(data, t)
+            if "log_prob" in outputs:
+                out["log_prob"] = marg.log_prob(x)
+            if "score" in outputs:
+                out["score"] = marg.score(x)
+        return Fields(**out)
 
-    def sample(self, key, t, n: int):
-        return self.marginal(t).sample(key, n)
+    def sample_given(self, data, t, draws):
+        m0, _, A, m, M = self._at(data, t)
+        x = data.sample_given(draws.idx, draws.eps)
+        return m + (x - m0) @ M.T
 
-    def w2_squared(self):
-        from satjax.geometry.distances import w2_squared_gaussian
+    def has_exact_rates(self, data) -> bool:
+        return True
 
-        return w2_squared_gaussian(self.m0, self.S0, self.m1, self.S1)
-
-    def c2(self):
-        return self.w2_squared() / self.tau
-
-    def kinetic(self, t):
-        return self.w2_squared() / self.tau**2 + 0.0 * t
+    def exact_rates(self, data, t) -> Rates:
+        k = w2_squared_gaussian(data.means[0], data.full_cov()[0], self.noise.means[0],
+                                self.noise.full_cov()[0]) / self.tau**2 + 0.0 * t
+        return Rates(kinetic=k, speed_sq=k)
 
 
-class OTProtocolSamples(struct.PyTreeNode):
+# ---------------------------------------------------------------------- n-D, entropic (ott)
+
+
+class OTProtocolEntropic(Protocol):
+    """n-D geodesic of the entropic OT map fitted by ott-jax (module docstring).
+
+    ``y`` (m, d) noise samples and their dual potential ``g`` (m,) at regularisation
+    ``epsilon`` define T_ε(x) = softmax((g − ‖x − y‖²)/ε) @ y. ``noise`` is the distribution the
+    samples came from (the reverse start, approximately the protocol's P_τ).
+    """
+
+    y: jax.Array = None
+    g: jax.Array = None
+    epsilon: jax.Array = None
+    noise: GaussianMixture = None
+    s_gap: float = struct.field(pytree_node=False, default=1e-3)
+    n_newton: int = struct.field(pytree_node=False, default=40)
+    converged: bool = struct.field(pytree_node=False, default=True)
+
+    @property
+    def dim(self) -> int:
+        return self.y.shape[1]
+
+    @property
+    def stochastic(self) -> bool:
+        return False
+
+    @property
+    def has_density(self) -> bool:
+        return False
+
+    def describe(self) -> dict:
+        return _describe("OTProtocolEntropic", self.tau, n_noise=int(self.y.shape[0]),
+                         epsilon=float(np.asarray(self.epsilon)), noise="N(0, I)")
+
+    def transport_map(self, x):
+        """T_ε(x) for points (N, d): the barycentric projection of the entropic plan."""
+        logits = (self.g - jnp.sum((x[:, None, :] - self.y[None]) ** 2, -1)) / self.epsilon
+        return jax.nn.softmax(logits, -1) @ self.y
+
+    def _logits(self, x0):
+        return (self.g - jnp.sum((x0 - self.y) ** 2, -1)) / self.epsilon
+
+    def _map_and_jacobian(self, x0):
+        """T_ε and ∇T_ε = (2/ε) Cov_w(y) at one point x0 (d,)."""
+        w = jax.nn.softmax(self._logits(x0))
+        T = w @ self.y
+        dev = self.y - T
+        return T, (2.0 / self.epsilon) * (dev.T * w) @ dev
+
+    def _potential(self, x0):
+        """ψ with ∇ψ = T_ε: ψ(x) = ‖x‖²/2 + (ε/2) logsumexp((g − ‖x − y‖²)/ε) (convex)."""
+        return 0.5 * x0 @ x0 + 0.5 * self.epsilon * logsumexp(self._logits(x0))
+
+    def start_point(self, x, s):
+        """x₀ with (1 − s) x₀ + s T_ε(x₀) = x: the minimiser of the strongly convex
+        F(z) = (1 − s)‖z‖²/2 + s ψ(z) − x·z, by Newton's method with a backtracking line search
+        (globally convergent), then one undamped step through which derivatives flow."""
+        sg = jax.lax.stop_gradient
+        steps = 0.5 ** jnp.arange(20.0)
+
+        def solve(xi):
+            eye = jnp.eye(xi.shape[0], dtype=xi.dtype)
+
+            def F(z):
+                return 0.5 * (1.0 - s) * z @ z + s * self._potential(z) - xi @ z
+
+            def newton(z, _):
+                T, J = self._map_and_jacobian(z)
+                grad = (1.0 - s) * z + s * T - xi
+                d = -jnp.linalg.solve((1.0 - s) * eye + s * J, grad)
+                f0, slope = F(z), grad @ d
+                vals = jax.vmap(lambda a: F(z + a * d))(steps)
+                ok = vals <= f0 + 1e-4 * steps * slope
+                a = jnp.where(jnp.any(ok), steps[jnp.argmax(ok)], 0.0)
+                return z + a * d, None
+
+            z, _ = jax.lax.scan(newton, sg(xi), None, length=self.n_newton)
+            z = sg(z)
+            T, J = self._map_and_jacobian(z)
+            return z - jnp.linalg.solve((1.0 - s) * eye + s * sg(J), (1.0 - s) * z + s * T - xi)
+
+        return jax.vmap(solve)(x)
+
+    def fields(self, data, x, t, outputs=OUTPUTS) -> Fields:
+        if "log_prob" in outputs or "score" in outputs:
+            raise NotImplementedError("the entropic geodesic has no density of P_t here: use "
+                                      "the 'mc' estimator")
+        s = jnp.minimum(as_float(t) / self.tau, 1.0 - self.s_gap)
+        x0 = self.start_point(x, s)
+        return Fields(velocity=(self.transport_map(x0) - x0) / self.tau)
+
+    def sample_given(self, data, t, draws):
+        x = data.sample_given(draws.idx, draws.eps)
+        s = as_float(t) / self.tau
+        return (1.0 - s) * x + s * self.transport_map(x)
+
+    def reverse_start(self, data):
+        return self.noise
+
+    # No closed-form rates: E‖ν_t‖² is a Monte Carlo average (estimator "mc", with its standard
+    # error); ν_t at x_t is inverted exactly, so it equals the Lagrangian (T_ε(x) − x)/τ.
+
+
+# --------------------------------------------------------------- n-D, assignment + kernel
+
+
+class OTProtocolSamples(Protocol):
     """n-D W2 geodesic from an exact assignment of n data and n noise samples (Eq. G19)."""
 
-    x0: jax.Array  # (n, d) data samples
-    x1: jax.Array  # (n, d) paired noise samples
-    tau: jax.Array
-    bandwidth: jax.Array
-
-    conservative = True
+    x0: jax.Array = None  # (n, d) data samples
+    x1: jax.Array = None  # (n, d) paired noise samples
+    bandwidth: jax.Array = None
+    noise: GaussianMixture = None
 
     @property
     def dim(self) -> int:
         return self.x0.shape[1]
 
+    @property
+    def stochastic(self) -> bool:
+        return False
+
+    @property
+    def has_density(self) -> bool:
+        return False
+
+    def describe(self) -> dict:
+        return _describe("OTProtocolSamples", self.tau, n_pairs=int(self.x0.shape[0]),
+                         bandwidth=float(np.asarray(self.bandwidth)), noise="N(0, I)")
+
     def interpolant(self, t):
         s = t / self.tau
         return (1.0 - s) * self.x0 + s * self.x1
 
-    def velocity(self, x, t):
-        """Kernel estimate of ν_t(x) (Eq. G19) for one point x (d,)."""
-        xt = self.interpolant(t)
-        logk = -0.5 * jnp.sum((x - xt) ** 2, -1) / self.bandwidth**2
-        w = jnp.exp(logk - logsumexp(logk))
-        return w @ (self.x1 - self.x0) / self.tau
+    def fields(self, data, x, t, outputs=OUTPUTS) -> Fields:
+        """Kernel estimate of ν_t(x) (Eq. G19) at points x (N, d); velocity only."""
+        if "log_prob" in outputs or "score" in outputs:
+            raise NotImplementedError("the assignment geodesic has no density of P_t")
+        xt = self.interpolant(as_float(t))
+        logk = -0.5 * jnp.sum((x[:, None, :] - xt[None]) ** 2, -1) / self.bandwidth**2
+        w = jnp.exp(logk - logsumexp(logk, -1, keepdims=True))
+        return Fields(velocity=w @ (self.x1 - self.x0) / self.tau)
 
-    def sample(self, key, t, n: Optional[int] = None):
-        """The interpolated samples at t (all n pairs; ``key`` and ``n`` select a subset)."""
-        xt = self.interpolant(t)
-        if n is None or n >= xt.shape[0]:
-            return xt
-        return xt[jax.random.choice(key, xt.shape[0], (n,), replace=False)]
+    def sample_given(self, data, t, draws):
+        """The interpolated pairs x_t^{i mod n} for the draws' indices (the protocol's P_t is
+        the empirical law of its pairs)."""
+        i = jnp.arange(draws.n) % self.x0.shape[0]
+        return self.interpolant(as_float(t))[i]
 
-    def w2_squared(self):
-        """Empirical W_2² of the assignment (an estimate of W_2(q, noise)²)."""
-        return jnp.mean(jnp.sum((self.x1 - self.x0) ** 2, -1))
-
-    def c2(self):
-        return self.w2_squared() / self.tau
-
-    def kinetic(self, t):
-        return self.w2_squared() / self.tau**2 + 0.0 * t
+    def reverse_start(self, data):
+        return self.noise
 
 
-def ot_protocol(data: GaussianMixture, *, tau=1.0, noise: Optional[GaussianMixture] = None,
-                key=None, n_samples: int = 2000, bandwidth: Optional[float] = None,
-                method: str = "auto"):
-    """The W2-geodesic protocol from ``data`` to ``noise`` (default N(0, I)).
+# ----------------------------------------------------------------------------- constructor
 
-    Exact in 1-D (:class:`OTProtocol1D`); closed form when data and noise are single Gaussians
-    (:class:`OTProtocolGaussian`); otherwise in n-D from ``n_samples`` pairs of an exact assignment
-    (:class:`OTProtocolSamples`, key defaults to PRNGKey(0)); ``bandwidth`` of the G19 kernel
-    defaults to n^(−1/(d+4)) times the mean per-coordinate standard deviation (Scott's rule).
-    ``method="samples"`` forces the sample-based construction (n-D).
+METHODS = ("auto", "exact", "gaussian", "entropic", "assignment")
+
+
+def ot_protocol(data, *, tau=1.0, key=None, n_samples: int = 2048, method: str = "auto",
+                epsilon: Optional[float] = None, bandwidth: Optional[float] = None):
+    """The W2-geodesic protocol from ``data`` to N(0, I).
+
+    ``method``: "exact" (1-D data), "gaussian" (single-Gaussian data, closed form), "entropic"
+    (n-D: ott-jax entropic map from ``n_samples`` data and noise samples, ``key`` for the
+    samples, ``epsilon`` absolute regularisation, default 10⁻³ × the mean squared distance,
+    annealed), "assignment" (n-D: exact assignment and the G19 kernel velocity with
+    ``bandwidth``, default ¼ of Scott's rule, ¼ n^(−1/(d+4)) × the mean per-coordinate standard
+    deviation: a quarter, to keep the kernel's smoothing of the velocity small); "auto" picks exact, gaussian, else entropic.
+
+    Raises:
+      ValueError: unknown method, a method that does not apply, n_samples < 2.
     """
-    if method not in ("auto", "samples"):
-        raise ValueError(f"`method` must be 'auto' or 'samples'; got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}")
     check_tau(tau)
     tau = as_float(tau)
-    noise = gaussian(0.0, 1.0, dim=data.dim) if noise is None else noise
-    if noise.dim != data.dim:
-        raise ValueError(f"noise has dimension {noise.dim} but data has {data.dim}")
-    if data.dim == 1 and method == "auto":
-        return OTProtocol1D(data=data, noise=noise, tau=tau)
-    if data.n_components == 1 and noise.n_components == 1 and method == "auto":
-        return OTProtocolGaussian(m0=data.means[0], S0=data.full_cov()[0], m1=noise.means[0],
-                                  S1=noise.full_cov()[0], tau=tau)
+    noise = gaussian(0.0, 1.0, dim=data.dim)
+    if method == "auto":
+        method = ("exact" if data.dim == 1 else
+                  "gaussian" if data.n_components == 1 else "entropic")
+    if method == "exact":
+        if data.dim != 1:
+            raise ValueError("the exact geodesic needs 1-D data")
+        return OTProtocol1D(tau=tau, noise=noise)
+    if method == "gaussian":
+        if data.n_components != 1:
+            raise ValueError("the closed-form geodesic needs single-Gaussian data")
+        return OTProtocolGaussian(tau=tau, noise=noise)
     if n_samples < 2:
         raise ValueError(f"`n_samples` must be >= 2; got {n_samples}")
     key = jax.random.PRNGKey(0) if key is None else key
     k1, k2 = jax.random.split(key)
     x0, x1 = data.sample(k1, n_samples), noise.sample(k2, n_samples)
+    if method == "entropic":
+        pot = entropic_potentials(x0, x1, epsilon=epsilon)
+        return OTProtocolEntropic(tau=tau, y=x1, g=pot.g, epsilon=pot.epsilon, noise=noise,
+                                  converged=bool(pot.converged))
     perm = ot_assignment(x0, x1)
     x1 = x1[perm]
     if bandwidth is None:
         sd = jnp.mean(jnp.std(jnp.concatenate([x0, x1]), 0))
         bandwidth = 0.25 * sd * n_samples ** (-1.0 / (data.dim + 4))
-    return OTProtocolSamples(x0=x0, x1=x1, tau=tau, bandwidth=as_float(bandwidth))
-
+    return OTProtocolSamples(tau=tau, x0=x0, x1=x1, bandwidth=as_float(bandwidth), noise=noise)

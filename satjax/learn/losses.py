@@ -1,4 +1,4 @@
-"""Training objectives of PAPER.md section 3: DSM (Eq. 18), CFM (Eq. 19, B2), OT-CFM, residuals.
+"""Training objectives (docs/theory.md §3): DSM (Eq. 18), CFM (Eq. 19, B2), OT-CFM, residuals.
 
 Conditional Gaussian path. For a linear force (Eq. 16) the transition is
 P^c_t(x|y) = N(μ_t(y), Σ_t) with μ_t(y) = Φ_t y + c_t (B3, B4). With ε ~ N(0, I) and
@@ -15,7 +15,7 @@ m = 0 for cosine/cond-OT at t = τ):
 
 with K_t = ``protocol.rotation_generator(t)`` (A_t = a_t I + K_t; None for schedules) and the
 rates Φ', c', Σ' from ``protocol.transition_and_rate(t)`` — the same identity
-``satjax.mixtures.evaluate`` uses for the marginal velocity (Σ'/2 + W = AΣ + T I). For a
+``satjax.engine.evaluate`` uses for the marginal velocity (Σ'/2 + W = AΣ + T I). For a
 schedule it is ν^c = m' y + σ' ε; for the rotating force (Eq. 99) it adds σ (K − Kᵀ)/2 ε.
 
 Because Σ_0 = 0, times are drawn uniformly on [t_min, τ − t_min] with a small ``t_min``
@@ -309,8 +309,11 @@ def check_loss_name(name) -> str:
 # ---------------------------------------------------------------------- OT pairing
 
 
-def _scipy_assignment(y, z):
-    """Exact assignment by the Hungarian algorithm (scipy, CPU, O(B³))."""
+def hungarian_coupling(y, z):
+    """Exact OT assignment ``(perm, info)`` by the Hungarian algorithm of
+    ``scipy.optimize.linear_sum_assignment`` on the squared-distance matrix (CPU, O(B³));
+    y[i] ↔ z[perm[i]]. A ``coupling_fn`` for :func:`ot_pair` independent of
+    :mod:`satjax.geometry`."""
     from scipy.optimize import linear_sum_assignment
 
     cost = np.sum((y[:, None, :] - z[None, :, :]) ** 2, axis=-1)
@@ -330,7 +333,7 @@ def default_coupling(y, z):
     try:
         from satjax.geometry.distances import ot_assignment
     except ImportError:
-        return _scipy_assignment(np.asarray(y), np.asarray(z))
+        return hungarian_coupling(np.asarray(y), np.asarray(z))
     res = ot_assignment(jnp.asarray(y), jnp.asarray(z))
     info = {"backend": "satjax.geometry.distances.ot_assignment"}
     if isinstance(res, tuple):
@@ -360,8 +363,9 @@ def ot_pair(y, z, coupling_fn: Optional[Callable] = None):
 
     Returns:
       (z[perm] (B, d), info) where info holds ``cost`` = mean ‖y_i − z_perm(i)‖²,
-      ``independent_cost`` = mean ‖y_i − z_i‖², ``marginal_error`` (max deviation of the coupling's marginals from
-      uniform; 0 for a permutation), ``backend`` and whatever the coupling reported.
+      ``independent_cost`` = mean ‖y_i − z_i‖², ``marginal_error`` (max deviation of the
+      coupling's marginals from uniform; 0 for a permutation), ``backend`` and whatever the
+      coupling reported.
 
     Raises:
       ValueError: when the coupling does not return a permutation of range(B), returns

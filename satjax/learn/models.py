@@ -1,11 +1,14 @@
-"""Neural vector fields s_θ(x, t) (scores) and u_θ(x, t) (velocities) for PAPER.md section 3.
+"""Neural vector fields s_θ(x, t) (scores, Eq. 10, 18) and u_θ(x, t) (velocities, Eq. 14, 19);
+docs/theory.md §3.
 
-A model is a :class:`ModelSpec` (a small, frozen, JSON-serialisable description: dimension,
-width, depth, activation, time embedding, kind, τ and the protocol spec it was trained for) plus
-a parameter pytree. The network is a flax.linen MLP: the module is static structure rebuilt from
-the spec, the parameters are the only state, so "split into (graph, state) at the jit boundary"
-(STYLE.md) is simply ``(spec, params)``: ``spec`` is a static (hashable) argument and ``params``
-a traced one. A model never owns a schedule: τ only normalises the time input.
+A model is a :class:`ModelSpec` (a small, frozen, JSON-serialisable description of the
+architecture: dimension, width, depth, activation, time embedding, kind and τ) plus a parameter
+pytree. The protocol and data a model was trained for are recorded by the checkpoint
+(:mod:`satjax.learn.checkpoint`), not by the spec. The network is a flax.linen MLP: the module
+is static structure rebuilt from the spec, the parameters are the only state, so "split into
+(graph, state) at the jit boundary" is simply ``(spec, params)``: ``spec`` is a static
+(hashable) argument and ``params`` a traced one. A model never owns a schedule: τ only
+normalises the time input.
 
 Time convention: t = 0 data, t = τ noise. The network sees s = t/τ ∈ [0, 1] through the
 features (s, sin(πks), cos(πks)), k = 1..``n_freq``, concatenated with x at the input and added,
@@ -17,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from functools import partial
-from typing import Callable, Optional
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -36,7 +39,8 @@ ACTIVATIONS: dict = {
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to rebuild a model's architecture (JSON-serialisable, hashable).
+    """Everything needed to rebuild a model's architecture (JSON-serialisable, hashable: a jit
+    static argument).
 
     Attributes:
       dim: data dimension d (input and output size).
@@ -46,7 +50,6 @@ class ModelSpec:
       activation: one of ``ACTIVATIONS`` (silu, gelu, tanh, relu, softplus).
       n_freq: number of sinusoidal frequencies of the time embedding of s = t/τ.
       tau: the time horizon τ used to normalise t (t = 0 data, t = τ noise).
-      protocol: the protocol spec string (``satjax.specs``) the model was trained for, or None.
 
     Raises:
       ValueError, TypeError: on construction, for values that cannot describe a model.
@@ -59,7 +62,6 @@ class ModelSpec:
     activation: str = "silu"
     n_freq: int = 16
     tau: float = 1.0
-    protocol: Optional[str] = None
 
     def __post_init__(self):  # a plain (non-pytree) config: validating here runs once
         for name in ("dim", "width", "depth", "n_freq"):
@@ -82,8 +84,6 @@ class ModelSpec:
         if not np.isfinite(tau) or tau <= 0:
             raise ValueError(f"`tau` must be a finite number > 0; got {tau}")
         object.__setattr__(self, "tau", tau)
-        if self.protocol is not None and not isinstance(self.protocol, str):
-            raise TypeError(f"`protocol` must be a spec string or None; got {self.protocol!r}")
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict:
@@ -112,10 +112,6 @@ class ModelSpec:
         except json.JSONDecodeError as err:
             raise ValueError(f"model spec is not valid JSON: {err}") from None
         return cls.from_dict(d)
-
-    def architecture(self) -> "ModelSpec":
-        """The spec without the protocol record: what fixes the network (a jit static key)."""
-        return self if self.protocol is None else dataclasses.replace(self, protocol=None)
 
     def module(self) -> "MLPField":
         return MLPField(dim=self.dim, width=self.width, depth=self.depth,
@@ -167,7 +163,7 @@ def init_params(key, spec: ModelSpec, dtype=jnp.float32):
     """
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"`spec` must be a ModelSpec; got {type(spec).__name__}")
-    return _init(key, spec.architecture(), jnp.dtype(dtype))
+    return _init(key, spec, jnp.dtype(dtype))
 
 
 @partial(jax.jit, static_argnames=("spec", "dtype"))
@@ -210,7 +206,7 @@ def apply(spec: ModelSpec, params, x, t) -> jax.Array:
     elif t.shape != (n,):
         raise ValueError(f"t must be a scalar or have shape ({n},) to match x {x.shape}; "
                          f"got {t.shape}")
-    out = _apply(spec.architecture(), params, xb, t)
+    out = _apply(spec, params, xb, t)
     return out[0] if single else out
 
 

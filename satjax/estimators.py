@@ -1,0 +1,460 @@
+"""Estimators: how expectations under P_t are computed, chosen once (docs/theory.md §8).
+
+An estimator object decides how E_{P_t}[·] and the W2 speed v_2(t)² are computed at a time t
+(:meth:`Estimator.rates`):
+
+* :class:`Exact` — closed forms: Gaussian P_t under a linear force (Lyapunov speed), or the
+  constant speed of an exact geodesic. Exact to rounding.
+* :class:`Quadrature` — 1-D: the trapezoid rule over ±12 standard deviations of every
+  component of P_t (exponentially convergent for these analytic integrands); v_2² = E ν² since
+  every 1-D field is a gradient. Deterministic.
+* :class:`Grid` — 2-D: a finite-volume weighted Poisson solve ∇·(P∇φ) = ∇·(Pν) on a grid tied
+  to the narrowest component (:mod:`satjax.geometry.grid`), with exact P_t and ν_t at the faces;
+  expectations are grid quadratures. Deterministic; reports the change from a coarser grid.
+* :class:`MonteCarlo` — any dimension: common random numbers pushed through P_t
+  (reparameterised, differentiable), standard errors per path; v_2² of a non-conservative
+  protocol by cross-fitted projection onto polynomial gradients, a lower estimate bracketed
+  above by w_D (:mod:`satjax.geometry.speed`).
+
+:func:`resolve` turns ``"auto"`` or a name into an estimator for the given data and protocol
+(exact if possible, else quadrature in 1-D, grid in 2-D, Monte Carlo otherwise) and checks that
+an explicit choice applies. :class:`Particles` configures the transport of particle sets used by
+the n-D speed-accuracy relation (:mod:`satjax.bound`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+import numpy as np
+
+from satjax._util import as_float, map_over_nodes
+from satjax.geometry import speed as speed_mod
+from satjax.protocol import Draws, draws
+
+NAMES = ("auto", "exact", "quadrature", "grid", "mc")
+
+
+class NodeRates(struct.PyTreeNode):
+    """Integrands at one time node: per sample (shape (n,)) for Monte Carlo, scalars otherwise.
+
+    ``kinetic`` E‖ν‖², ``speed_sq`` v_2², ``score_flux`` E[ν·∇ln P], ``force_flux`` E[f·ν]
+    (None for a deterministic transport), ``kinetic_change`` / ``speed_change`` the signed
+    change of kinetic / v_2² from a coarser resolution (grid), ``rotational_in_sample`` the
+    in-sample rotational part of a projection (its gap to the held-out one measures
+    over-fitting), ``degree`` the basis degree.
+    """
+
+    kinetic: jax.Array
+    speed_sq: jax.Array
+    score_flux: Optional[jax.Array] = None
+    force_flux: Optional[jax.Array] = None
+    kinetic_change: Optional[jax.Array] = None
+    speed_change: Optional[jax.Array] = None
+    rotational_in_sample: Optional[jax.Array] = None
+    degree: Optional[jax.Array] = None
+    converged: Optional[jax.Array] = None
+
+
+class Estimator(struct.PyTreeNode):
+    """Abstract estimator of expectations under P_t (module docstring)."""
+
+    @property
+    def method(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def per_sample(self) -> bool:
+        """Whether :meth:`rates` returns per-sample arrays (statistical standard errors)."""
+        return False
+
+    def speed_kind(self, protocol, data) -> str:
+        """"point", or "lower" when v_2² is a one-sided estimate for this protocol and data."""
+        return "point"
+
+    def check(self, protocol, data) -> None:
+        """Eager ValueError when this estimator does not apply to the protocol and data."""
+
+    def prepare(self, protocol, data, ts) -> "Estimator":
+        """The estimator ready to be traced for these time nodes (draws, grid sizes)."""
+        return self
+
+    def rates(self, protocol, data, t, *, speed: bool = True) -> NodeRates:
+        raise NotImplementedError
+
+    def elements_per_node(self, data) -> int:
+        """Work-array elements one time node holds (bounds how many nodes run at once)."""
+        return 1 << 16
+
+    @property
+    def has_nodes(self) -> bool:
+        """Whether :meth:`expectation_nodes` exists (closed forms have none)."""
+        return True
+
+    def expectation_nodes(self, protocol, data, t):
+        """Points x (n, d) and weights w (n,) with Σ_i w_i g(x_i) ≈ E_{P_t}[g]."""
+        raise NotImplementedError
+
+
+def rates_at_nodes(est: Estimator, protocol, data, ts, *, speed: bool = True) -> NodeRates:
+    """:meth:`Estimator.rates` at every node of ``ts`` (mapped in memory-bounded batches)."""
+    return map_over_nodes(lambda t: est.rates(protocol, data, t, speed=speed), ts,
+                          est.elements_per_node(data))
+
+
+def _speed_from_kinetic(protocol, data) -> bool:
+    return bool(protocol.conservative) or data.dim == 1
+
+
+class Exact(Estimator):
+    """Closed forms (:meth:`satjax.protocol.Protocol.exact_rates`)."""
+
+    @property
+    def method(self) -> str:
+        return "closed-form"
+
+    def check(self, protocol, data) -> None:
+        if not protocol.has_exact_rates(data):
+            raise ValueError(f"no closed form for {type(protocol).__name__} on this data "
+                             "(closed forms: single-Gaussian data under a linear force, exact "
+                             "geodesics); use estimator 'auto'")
+
+    @property
+    def has_nodes(self) -> bool:
+        return False
+
+    def rates(self, protocol, data, t, *, speed: bool = True) -> NodeRates:
+        r = protocol.exact_rates(data, as_float(t))
+        return NodeRates(kinetic=r.kinetic, speed_sq=r.speed_sq, score_flux=r.score_flux,
+                         force_flux=r.force_flux)
+
+
+class Quadrature(Estimator):
+    """1-D trapezoid rule over ±12 standard deviations of P_t's components (``n_points``)."""
+
+    n_points: int = struct.field(pytree_node=False, default=4096)
+
+    @property
+    def method(self) -> str:
+        return f"quadrature-1d (n={self.n_points})"
+
+    def check(self, protocol, data) -> None:
+        if data.dim != 1:
+            raise ValueError(f"quadrature needs 1-D data; got dimension {data.dim} (use 'grid' "
+                             "in 2-D or 'mc')")
+        if not protocol.has_density:
+            raise ValueError(f"{type(protocol).__name__} gives no density of P_t: use 'mc'")
+        if self.n_points < 16:
+            raise ValueError(f"`n_points` must be >= 16; got {self.n_points}")
+
+    def elements_per_node(self, data) -> int:
+        return self.n_points * 8
+
+    def nodes(self, protocol, data, t):
+        """Points (n, 1) and weights (n,) with Σ w g(x) ≈ ∫ g dx over P_t's support."""
+        lo, hi = (v[0] for v in protocol.marginal(data, t).support(12.0))
+        lo, hi = jax.lax.stop_gradient(lo), jax.lax.stop_gradient(hi)
+        x = jnp.linspace(lo, hi, self.n_points)
+        h = (hi - lo) / (self.n_points - 1)
+        trap = jnp.ones((self.n_points,), x.dtype).at[jnp.array([0, -1])].set(0.5)
+        return x[:, None], h * trap
+
+    def expectation_nodes(self, protocol, data, t):
+        x, w = self.nodes(protocol, data, t)
+        return x, w * jnp.exp(protocol.fields(data, x, t, ("log_prob",)).log_prob)
+
+    def rates(self, protocol, data, t, *, speed: bool = True) -> NodeRates:
+        t = as_float(t)
+        x, w = self.nodes(protocol, data, t)
+        f = protocol.fields(data, x, t, ("log_prob", "score", "velocity"))
+        wp = w * jnp.exp(f.log_prob)
+        nu = f.velocity[:, 0]
+        kin = wp @ nu**2
+        force_flux = None
+        if protocol.stochastic:
+            force_flux = wp @ (jax.vmap(protocol.force, in_axes=(0, None))(x, t)[:, 0] * nu)
+        return NodeRates(kinetic=kin, speed_sq=kin, score_flux=wp @ (nu * f.score[:, 0]),
+                         force_flux=force_flux)
+
+
+class MonteCarlo(Estimator):
+    """Monte Carlo with ``n`` common random draws (``key``) shared by all time nodes.
+
+    ``max_basis`` caps the polynomial basis of the projection that estimates v_2² for
+    non-conservative protocols (degrees 1, 2, ... while the basis has ≤ ``max_basis`` functions,
+    at most 6); ``shard`` splits the draws over devices (:mod:`satjax.sharding`).
+    """
+
+    n: int = struct.field(pytree_node=False, default=4096)
+    key: Optional[jax.Array] = None
+    max_basis: int = struct.field(pytree_node=False, default=200)
+    shard: object = struct.field(pytree_node=False, default=False)
+    draws: Optional[Draws] = None
+    project: bool = struct.field(pytree_node=False, default=False)
+
+    @property
+    def method(self) -> str:
+        return f"monte-carlo (n={self.n})"
+
+    @property
+    def per_sample(self) -> bool:
+        return True
+
+    def check(self, protocol, data) -> None:
+        if self.key is None and self.draws is None:
+            raise ValueError("Monte Carlo needs a PRNG `key` (its draws are fixed for the run)")
+        if self.n < 4:
+            raise ValueError(f"Monte Carlo needs n >= 4 samples; got {self.n}")
+
+    def prepare(self, protocol, data, ts) -> "MonteCarlo":
+        # decided eagerly: under jit a traced force parameter cannot tell conservative apart
+        project = not _speed_from_kinetic(protocol, data) and protocol.circulation(ts[0]) is not None
+        if self.draws is not None:
+            return self.replace(project=project)
+        n = self.n - self.n % 2  # the projection splits the draws in halves
+        return self.replace(draws=draws(self.key, data, n, shard=self.shard), project=project)
+
+    def elements_per_node(self, data) -> int:
+        return self.n * max(data.dim, 8)
+
+    def speed_kind(self, protocol, data) -> str:
+        return "lower" if self.project else "point"
+
+    def expectation_nodes(self, protocol, data, t):
+        x = protocol.sample_given(data, as_float(t), self.draws)
+        return x, jnp.full((x.shape[0],), 1.0 / x.shape[0], x.dtype)
+
+    def rates(self, protocol, data, t, *, speed: bool = True) -> NodeRates:
+        t = as_float(t)
+        x = protocol.sample_given(data, t, self.draws)
+        outputs = ("score", "velocity") if protocol.has_density else ("velocity",)
+        f = protocol.fields(data, x, t, outputs)
+        nu = f.velocity
+        kin = jnp.sum(nu**2, -1)
+        score_flux = jnp.sum(nu * f.score, -1) if f.score is not None else None
+        force_flux = None
+        if protocol.stochastic:
+            force_flux = jnp.sum(jax.vmap(protocol.force, in_axes=(0, None))(x, t) * nu, -1)
+        out = NodeRates(kinetic=kin, speed_sq=kin, score_flux=score_flux,
+                        force_flux=force_flux)
+        if speed and self.project:
+            K = protocol.circulation(t)
+            deg = speed_mod.max_degree(data.dim, self.max_basis, cap=6)
+            proj = speed_mod.cross_fitted_residual(x, x @ K.T, max_deg=deg)
+            out = out.replace(speed_sq=kin - proj.residual, rotational_in_sample=proj.in_sample,
+                              degree=proj.degree)
+        return out
+
+
+class CDF(struct.PyTreeNode):
+    """The exact 1-D transport of the perturbed path by CDFs (:mod:`satjax.bound`): W_1(P_t, P̃_t)
+    = ∫|F_t − F̃_τ ∘ Q_τ ∘ F_t| dx by the trapezoid rule on ``n_points``; exact velocity only."""
+
+    n_points: int = struct.field(pytree_node=False, default=16384)
+
+    @property
+    def method(self) -> str:
+        return f"exact 1-D (CDF transport, n={self.n_points})"
+
+    def check(self) -> None:
+        if self.n_points < 64:
+            raise ValueError(f"`n_points` must be >= 64; got {self.n_points}")
+
+
+class Particles(struct.PyTreeNode):
+    """Transport of particle sets for the n-D speed-accuracy relation (:mod:`satjax.bound`).
+
+    ``n`` particles of P_τ and of P̃_τ are carried back by the probability-flow ODE
+    (``solver``, ``n_steps`` fixed steps, ``n_save`` saved times); W_1 between the two sets at
+    each saved time is exact OT (``backend="pot"``: an exact assignment, differentiable through
+    the envelope theorem) or a debiased Sinkhorn divergence (``backend="ott"``, smooth).
+    ``checkpoint`` recomputes each ODE step on the backward pass (memory O(steps × n × d)).
+    ``key`` draws the particles.
+    """
+
+    n: int = struct.field(pytree_node=False, default=1000)
+    n_steps: int = struct.field(pytree_node=False, default=100)
+    n_save: int = struct.field(pytree_node=False, default=20)
+    solver: str = struct.field(pytree_node=False, default="rk4")
+    backend: str = struct.field(pytree_node=False, default="pot")
+    checkpoint: bool = struct.field(pytree_node=False, default=True)
+    key: Optional[jax.Array] = None
+
+    @property
+    def method(self) -> str:
+        return f"particles (n={self.n}, {self.solver} × {self.n_steps}, W1 by {self.backend})"
+
+    def check(self) -> None:
+        if self.key is None:
+            raise ValueError("the particle transport needs a PRNG `key`")
+        if self.n < 2:
+            raise ValueError(f"need at least 2 particles; got {self.n}")
+        if self.n_steps < 1 or self.n_save < 1 or self.n_steps % self.n_save:
+            raise ValueError(f"`n_steps` ({self.n_steps}) must be a positive multiple of "
+                             f"`n_save` ({self.n_save})")
+        if self.backend not in ("pot", "ott"):
+            raise ValueError(f"`backend` must be 'pot' or 'ott'; got {self.backend!r}")
+        if self.solver not in ("euler", "heun", "rk4"):
+            raise ValueError(f"`solver` must be euler, heun or rk4; got {self.solver!r}")
+
+
+def resolve(data, protocol, estimator="auto", *, key=None) -> Estimator:
+    """The estimator for ``protocol`` on ``data``: an Estimator as is, or by name.
+
+    ``"auto"``: :class:`Exact` when a closed form exists, else :class:`Quadrature` in 1-D,
+    :class:`Grid` in 2-D (protocols with a density), :class:`MonteCarlo` otherwise (with
+    ``key``). Names: "exact", "quadrature", "grid", "mc". The choice is checked eagerly.
+
+    Raises:
+      ValueError: unknown name, or an estimator that does not apply (e.g. quadrature in 2-D,
+        Monte Carlo without a key).
+    """
+    if isinstance(estimator, Estimator):
+        est = estimator
+    elif estimator in NAMES:
+        name = estimator
+        if name == "auto":
+            if protocol.has_exact_rates(data):
+                name = "exact"
+            elif data.dim == 1 and protocol.has_density:
+                name = "quadrature"
+            elif data.dim == 2 and protocol.has_density:
+                name = "grid"
+            else:
+                name = "mc"
+        est = {"exact": Exact, "quadrature": Quadrature, "grid": Grid,
+               "mc": lambda: MonteCarlo(key=key)}[name]()
+    else:
+        raise ValueError(f"unknown estimator {estimator!r}; expected one of {NAMES} or an "
+                         "Estimator object")
+    est.check(protocol, data)
+    return est
+
+
+class Grid(Estimator):
+    """2-D weighted Poisson solve at every time node (:mod:`satjax.geometry.grid`).
+
+    The box is P_t's components ± ``z`` widest standard deviations; the n × n grid has
+    ``cells_per_sd`` cells per narrowest standard deviation at the node that needs most (n is
+    static: the maximum over the nodes, capped by ``max_cells``). With ``check_coarse`` each
+    node is solved again at n/2 and the change is reported (``speed_change``,
+    ``kinetic_change``). Expectations other than the kinetic energy (the score and force
+    fluxes) are midpoint sums over the cells.
+    """
+
+    cells_per_sd: float = struct.field(pytree_node=False, default=4.0)
+    z: float = struct.field(pytree_node=False, default=8.0)
+    max_cells: int = struct.field(pytree_node=False, default=1024)
+    check_coarse: bool = struct.field(pytree_node=False, default=True)
+    n: int = struct.field(pytree_node=False, default=0)
+
+    @property
+    def method(self) -> str:
+        return f"grid-2d (n={self.n})" if self.n else "grid-2d"
+
+    def check(self, protocol, data) -> None:
+        if data.dim != 2:
+            raise ValueError(f"the grid estimator needs 2-D data; got dimension {data.dim}")
+        if not protocol.has_density:
+            raise ValueError(f"{type(protocol).__name__} gives no density of P_t: use 'mc'")
+
+    def prepare(self, protocol, data, ts) -> "Grid":
+        from satjax.geometry import grid
+
+        margs = [protocol.marginal(data, t) for t in np.asarray(ts)]
+        means = np.stack([np.asarray(m.means) for m in margs])
+        sds = np.stack([np.asarray(m.component_sd()) for m in margs])
+        n = grid.mixture_resolution(means, sds, z=self.z, cells_per_std=self.cells_per_sd,
+                                    multiple=8, n_max=self.max_cells)
+        return self.replace(n=n)
+
+    def elements_per_node(self, data) -> int:
+        return 1 << 62  # one node at a time: a node already holds 2n² field evaluations
+
+    def _box(self, protocol, data, t):
+        from satjax.geometry import grid
+
+        marg = protocol.marginal(data, t)
+        lo, hi = grid.mixture_box(marg.means, marg.component_sd(), z=self.z)
+        return jax.lax.stop_gradient(lo), jax.lax.stop_gradient(hi)
+
+    def _cells(self, lo, hi):
+        h = (hi - lo) / self.n
+        c = [lo[i] + h[i] * (jnp.arange(self.n) + 0.5) for i in range(2)]
+        X, Y = jnp.meshgrid(*c, indexing="ij")
+        return jnp.stack([X.ravel(), Y.ravel()], -1), h[0] * h[1]
+
+    def expectation_nodes(self, protocol, data, t):
+        t = as_float(t)
+        x, area = self._cells(*self._box(protocol, data, t))
+        return x, area * jnp.exp(protocol.fields(data, x, t, ("log_prob",)).log_prob)
+
+    def rates(self, protocol, data, t, *, speed: bool = True) -> NodeRates:
+        from satjax.geometry import grid
+
+        t = as_float(t)
+        lo, hi = self._box(protocol, data, t)
+        if not speed:  # expectations only: midpoint sums over the cells, no Poisson solve
+            x, area = self._cells(lo, hi)
+            f = protocol.fields(data, x, t, ("log_prob", "score", "velocity"))
+            wp = area * jnp.exp(f.log_prob)
+            force_flux = None
+            if protocol.stochastic:
+                fx = jax.vmap(protocol.force, in_axes=(0, None))(x, t)
+                force_flux = wp @ jnp.sum(fx * f.velocity, -1)
+            kin = wp @ jnp.sum(f.velocity**2, -1)
+            return NodeRates(kinetic=kin, speed_sq=kin,
+                             score_flux=wp @ jnp.sum(f.velocity * f.score, -1),
+                             force_flux=force_flux)
+
+        def field_fn(pts):
+            f = protocol.fields(data, pts, t, ("log_prob", "velocity"))
+            return f.log_prob, f.velocity
+
+        if self.check_coarse:
+            conv = grid.project_2d_converged(field_fn, lo, hi, self.n)
+            g = conv.fine
+            changes = dict(kinetic_change=g.kinetic - conv.coarse.kinetic,
+                           speed_change=conv.speed_sq_delta)
+            ok = conv.converged
+        else:
+            g = grid.project_2d(field_fn, lo, hi, self.n)
+            changes = {}
+            ok = g.converged
+        # score and force fluxes: midpoint sums over the cells
+        x, area = self._cells(lo, hi)
+        f = protocol.fields(data, x, t, ("log_prob", "score", "velocity"))
+        wp = area * jnp.exp(f.log_prob)
+        score_flux = wp @ jnp.sum(f.velocity * f.score, -1)
+        force_flux = None
+        if protocol.stochastic:
+            fx = jax.vmap(protocol.force, in_axes=(0, None))(x, t)
+            force_flux = wp @ jnp.sum(fx * f.velocity, -1)
+        return NodeRates(kinetic=g.kinetic, speed_sq=g.speed_sq, score_flux=score_flux,
+                         force_flux=force_flux, converged=ok & g.covered, **changes)
+
+
+def integrate_nodes(wts, values, per_sample: bool):
+    """(∫ value dt by the weights, standard error, per-path integrals or None)."""
+    if values is None:
+        return None, None, None
+    if per_sample:
+        paths = wts @ values  # (n,): per-path integrals (common random numbers)
+        n = paths.shape[0]
+        return jnp.mean(paths), jnp.std(paths, ddof=1) / jnp.sqrt(n), paths
+    return wts @ values, jnp.zeros_like(wts[0]), None
+
+
+def node_means(values, per_sample: bool):
+    """Per-node expectation (mean over samples for Monte Carlo)."""
+    if values is None:
+        return None
+    return jnp.mean(values, -1) if per_sample else values
+
+
+__all__ = ["CDF", "Estimator", "Exact", "MonteCarlo", "NAMES", "NodeRates", "Particles", "Quadrature",
+           "integrate_nodes", "node_means", "rates_at_nodes", "resolve", "Grid"]

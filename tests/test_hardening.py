@@ -1,0 +1,203 @@
+"""The catalogue of bad and edge inputs, run through the CLI in-process.
+
+Every case must end with exit code 2 and a one-line message naming the offending input (or a
+correct result), print no traceback, and leave earlier outputs untouched; nothing may be
+written before validation passes.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from satjax.cli import app
+
+runner = CliRunner()
+GMM = "gmm:means=-2|2,std=0.5"
+
+
+def invoke(args):
+    res = runner.invoke(app, args)
+    assert "Traceback" not in res.output, res.output
+    return res
+
+
+def expect_error(args, *needles, code=2):
+    res = invoke(args)
+    assert res.exit_code == code, (res.exit_code, res.output)
+    lines = [ln for ln in res.output.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, res.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def files(tmp_path):
+    good = tmp_path / "good.npy"
+    np.save(good, np.random.default_rng(0).normal(size=(20, 1)))
+    cplx = tmp_path / "complex.npy"
+    np.save(cplx, np.ones(5) + 1j)
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.array([0.0, np.nan, 1.0]))
+    text = tmp_path / "text.npy"
+    text.write_text("not an array")
+    return {"good": str(good), "complex": str(cplx), "nan": str(nan), "text": str(text),
+            "dir": str(tmp_path)}
+
+
+SPEC_CASES = [
+    # (command line, words the message must contain)
+    (["path", "--data", GMM, "--protocol", "COSINE"], ["COSINE", "lower case"]),
+    (["path", "--data", GMM, "--protocol", "vp-linear:beta_min=20,beta_max=0.1"], ["beta_min"]),
+    (["path", "--data", GMM, "--protocol", "polar:n=6,vp=2"], ["vp=", "[0, 1]"]),
+    (["path", "--data", GMM, "--protocol", "polar:n=1000000"], ["n=", "[1, 64]"]),
+    (["path", "--data", GMM, "--protocol", "cosine:foo=1"], ["'foo'", "no keys"]),
+    (["path", "--data", GMM, "--protocol", "rotating:h=1,G=3"], ["'G'", "lower case"]),
+    (["path", "--data", GMM, "--protocol", "ve:sigma_min=5,sigma_max=1"], ["sigma_min"]),
+    (["path", "--data", GMM, "--protocol", "ot:method=magic"], ["method"]),
+    (["path", "--data", "gmm:means=-2|2,std=0", "--protocol", "cosine"], ["std="]),
+    (["path", "--data", "gmm:means=-2|2,weights=0.3|0.3", "--protocol", "cosine"], ["sum to 1"]),
+    (["path", "--data", "gmm:means=-2|2,std=0.5|0.5|0.5", "--protocol", "cosine"], ["std has 3"]),
+    (["path", "--data", "gmm:means=-2;0|2", "--protocol", "cosine"], ["same dimension"]),
+    (["path", "--data", "gauss:mean=nan", "--protocol", "cosine"], ["finite"]),
+    (["path", "--data", "gauss:std=1,std=2", "--protocol", "cosine"], ["twice"]),
+    (["path", "--data", "gauss:dim=0", "--protocol", "cosine"], ["dim="]),
+    (["path", "--data", "swissroll:n=-5", "--protocol", "cosine"], ["n="]),
+    (["path", "--data", "swissroll:seed=18446744073709551616", "--protocol", "cosine"], ["seed="]),
+    (["path", "--data", "moons", "--protocol", "cosine"], ["unknown data", "moons"]),
+    (["path", "--data", "", "--protocol", "cosine"], ["empty"]),
+    (["path", "--data", "gmm:means", "--protocol", "cosine"], ["key=value"]),
+    (["path", "--data", "swissroll", "--protocol", "cosine", "--estimator", "magic"], ["--estimator"]),
+    (["path", "--data", GMM, "--protocol", "rotating"], ["dimension 2", "dimension 1"]),
+    (["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "shift:0"], ["changes nothing"]),
+    (["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "scale:-1"], ["scale"]),
+    (["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "scale:1"], ["changes nothing"]),
+    (["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "wobble:1"], ["wobble"]),
+    (["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "shift:abc"], ["abc"]),
+    (["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "variance:0"], ["variance"]),
+    (["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "uniform:a=1,b=0"], ["a < b"]),
+    (["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "mean:1;2"], ["dimension 2"]),
+    (["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "gmm:means=0;0"], ["dimension 2"]),
+    (["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "shift:0.1", "--grad", "beta_max"],
+     ["--grad", "none"]),
+    (["bound", "--data", GMM, "--protocol", "vp-linear", "--perturb", "shift:0.1", "--grad", "g"],
+     ["--grad", "beta_max"]),
+    (["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "shift:0.1", "--samples", "1000000000"],
+     ["--samples"]),
+    (["path", "--data", GMM, "--protocol", "cosine", "--tau", "1e300"], ["--tau"]),
+    (["path", "--data", GMM, "--protocol", "cosine", "--tau", "1e-300"], ["--tau"]),
+    (["path", "--data", GMM, "--protocol", "cosine", "--tau", "nan"], ["--tau"]),
+    (["path", "--data", GMM, "--protocol", "cosine", "--tau", "-1"], ["--tau"]),
+    (["path", "--data", GMM, "--protocol", "cosine", "--tau", "1e4", "--x32"], ["--tau", "--x32"]),
+    (["path", "--data", GMM, "--protocol", "cosine", "--seed", str(2**63)], ["--seed"]),
+    (["path", "--data", GMM, "--protocol", "cosine", "--seed", "-1"], ["--seed"]),
+    (["path", "--data", GMM, "--protocol", "cosine", "--n-time", "1"], ["--n-time"]),
+    (["path", "--data", GMM, "--protocol", "cosine", "--n-time", "1000000000"], ["--n-time"]),
+    (["optimize", "--data", GMM, "--lr", "nan"], ["--lr"]),
+    (["optimize", "--data", GMM, "--lr", "-1"], ["--lr"]),
+    (["optimize", "--data", GMM, "--family", "sideways"], ["--family"]),
+    (["optimize", "--data", GMM, "--objective", "eta"], ["--perturb"]),
+    (["optimize", "--data", GMM, "--steps", "0"], ["--steps"]),
+    (["reproduce", "fig9"], ["fig9"]),
+    (["reproduce", "fig6", "--means", "nan,2"], ["--means"]),
+    (["reproduce", "fig6", "--means", "1"], ["--means"]),
+    (["reproduce", "fig6", "--means", "2,2"], ["--means"]),
+    (["reproduce", "fig6", "--std", "0"], ["--std"]),
+    (["train", "--data", GMM, "--protocol", "cosine", "--steps", "1000000000000"], ["--steps"]),
+    (["train", "--data", GMM, "--protocol", "cosine", "--lr", "0"], ["--lr"]),
+    (["train", "--data", GMM, "--protocol", "cosine", "--loss", "gan"], ["--loss"]),
+    (["train", "--data", GMM, "--protocol", "ot"], ["deterministic"]),
+]
+
+
+@pytest.mark.parametrize("args,needles", SPEC_CASES)
+def test_bad_input_is_one_line_exit_2(args, needles, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    expect_error(args, *needles)
+    assert not any(tmp_path.iterdir()), "nothing may be written before validation passes"
+
+
+def test_typer_level_errors_are_exit_2():
+    for args in (["sample", "--model", ".", "--n", "1e9"], ["path", "--data", GMM],
+                 ["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "shift:0.1",
+                  "--n-time", "many"], ["sample", "--model", ".", "--tau", "2"]):
+        res = invoke(args)
+        assert res.exit_code == 2, (args, res.output)
+
+
+def test_file_specs(files):
+    f = files
+    expect_error(["bound", "--data", GMM, "--protocol", "cosine", "--perturb",
+                  f"npy:path={f['good']},width=0.1,extra=1"], "'extra'", "path, width")
+    expect_error(["bound", "--data", GMM, "--protocol", "cosine", "--perturb",
+                  f"npy:path={f['complex']},width=0.1"], "complex")
+    expect_error(["path", "--data", f"npy:path={f['nan']},width=0.1", "--protocol", "cosine"], "NaN")
+    expect_error(["path", "--data", f"npy:path={f['text']},width=0.1", "--protocol", "cosine"],
+                 "cannot read")
+    expect_error(["path", "--data", f"npy:path={f['dir']}/none.npy,width=0.1", "--protocol",
+                  "cosine"], "no file")
+    expect_error(["path", "--data", f"npy:path={f['good']}", "--protocol", "cosine"], "width")
+
+
+def test_outputs_are_checked_before_the_work(tmp_path):
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    expect_error(["path", "--data", GMM, "--protocol", "cosine", "--json", str(folder)], "--json",
+                 "folder")
+    expect_error(["path", "--data", GMM, "--protocol", "cosine", "--json",
+                  str(tmp_path / "missing" / "x.json")], "does not exist")
+    same = str(tmp_path / "same.json")
+    expect_error(["path", "--data", GMM, "--protocol", "cosine", "--json", same, "--plot", same],
+                 "distinct")
+    expect_error(["path", "--data", GMM, "--protocol", "cosine", "--json", "/proc/x.json"],
+                 "cannot write")
+    expect_error(["reproduce", "fig6", "--json", str(tmp_path / "nope" / "r.json")],
+                 "does not exist")
+    expect_error(["reproduce", "fig6", "--out", "/proc/satjax_out"], "--out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_folder"]
+
+
+def test_model_folder_problems(tmp_path):
+    expect_error(["sample", "--model", str(tmp_path)], "not a model folder")
+    (tmp_path / "satjax_cli.json").write_text("{corrupt")
+    expect_error(["sample", "--model", str(tmp_path)], "not valid JSON")
+    (tmp_path / "satjax_cli.json").write_text(json.dumps({"data": GMM}))
+    expect_error(["sample", "--model", str(tmp_path)], "lacks")
+    (tmp_path / "satjax_cli.json").write_text(json.dumps({"data": GMM, "protocol": "cosine",
+                                                          "tau": 1.0}))
+    expect_error(["sample", "--model", str(tmp_path), "--out", str(tmp_path / "s")], ".npy")
+    expect_error(["sample", "--model", str(tmp_path), "--out", str(tmp_path / "s.npy"),
+                  "--json", str(tmp_path / "s.npy")], "distinct")
+    expect_error(["sample", "--model", str(tmp_path), "--n", "2000000000"], "--n")
+    expect_error(["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "shift:0.1",
+                  "--model", str(tmp_path / "nope")], "--model")
+
+
+def test_vacuous_result_is_not_holds_and_json_is_strict(tmp_path):
+    out = tmp_path / "b.json"
+    res = invoke(["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "scale:1.5",
+                  "--json", str(out)])
+    assert res.exit_code == 3, res.output
+    assert "vacuous" in res.output and "holds" not in res.output.split("not meaningful")[0]
+    d = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert d["D0"] is None and d["D0_status"] == "+inf"
+    assert set(d["holds"].values()) == {"vacuous"}
+
+
+def test_path_json_is_strict_and_marks_infinite_S_tot(tmp_path):
+    out = tmp_path / "p.json"
+    res = invoke(["path", "--data", GMM, "--protocol", "cosine", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert d["S_tot"] is None and d["S_tot_status"] == "+inf"
+
+
+def test_earlier_outputs_survive_a_failure(tmp_path):
+    out = tmp_path / "keep.json"
+    out.write_text('{"earlier": true}')
+    expect_error(["path", "--data", GMM, "--protocol", "COSINE", "--json", str(out)], "COSINE")
+    assert json.loads(out.read_text()) == {"earlier": True}
+    assert os.listdir(tmp_path) == ["keep.json"]
