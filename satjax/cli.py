@@ -780,7 +780,8 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | sch
               out: Annotated[str, typer.Option("--out", help="Output folder.")] = "out",
               means: Annotated[str, typer.Option("--means", help="fig6: the two component means 'a,b'.")] = "-2,2",
               std: Annotated[float, typer.Option("--std", help="fig6: component standard deviation.")] = 0.5,
-              tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
+              tau: Annotated[Optional[float], typer.Option("--tau", help="Protocol duration tau > 0 (default: each experiment's own, 1 for fig6 and 3 for fig7).")] = None,
+              x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
               quiet: Quiet = False, no_cache: NoCache = False):
     """Reproduce one of the paper's experiments (figure PNG + JSON + table)."""
     if name not in FIGURES + ("all",):
@@ -798,14 +799,16 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | sch
     targets = {f"{n}.{ext}": str(folder / f"{n}.{ext}") for n in names for ext in ("json", "png")}
     if folder.exists():
         check_outputs(targets)
-    run = start(tau, x64, seed, json_out, quiet, no_cache)
+    run = start(1.0 if tau is None else tau, x64, seed, json_out, quiet, no_cache)
     folder.mkdir(parents=True, exist_ok=True)
     from satjax import experiments
 
+    settings = dict(quick=quick, seed=seed, means=m, std=std)
+    if tau is not None:
+        settings["tau"] = tau
     results = {}
     for n in names:
-        results[n] = experiments.run_and_save(n, folder, run.console, quick=quick, tau=tau,
-                                              seed=seed, means=m, std=std)
+        results[n] = experiments.run_and_save(n, folder, run.console, **settings)
     finish(run, {k: {kk: v[kk] for kk in ("cases", "all_verdicts_hold", "summary") if kk in v}
                  for k, v in results.items()})
 

@@ -42,6 +42,10 @@ class Distribution(struct.PyTreeNode):
         """1-D only: F(x) for points of any shape (each entry one point)."""
         raise NotImplementedError(f"{type(self).__name__} has no CDF")
 
+    def sf(self, x) -> jax.Array:
+        """1-D only: the survival function 1 − F(x), accurate where F is close to 1."""
+        return 1.0 - self.cdf(x)
+
     def quantile(self, u) -> jax.Array:
         """1-D only: F⁻¹(u) for levels u in (0, 1) of any shape."""
         raise NotImplementedError(f"{type(self).__name__} has no quantile function")

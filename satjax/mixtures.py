@@ -154,6 +154,10 @@ class GaussianMixture(Distribution):
         var = self.cov.reshape(self.n_components)
         return jnp.log(self.weights), self.means[:, 0], jnp.sqrt(var)
 
+    def sf(self, x) -> jax.Array:
+        """1 − F(x) of a 1-D mixture, as the CDF of the reflected mixture at −x (no cancellation)."""
+        return self.replace(means=-self.means).cdf(-jnp.asarray(x))
+
     def cdf(self, x) -> jax.Array:
         """F(x) = Σ_k w_k Φ((x − μ_k)/s_k) of a 1-D mixture, for points x of any shape."""
         comp = self.components_1d()

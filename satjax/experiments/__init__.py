@@ -14,6 +14,13 @@ from pathlib import Path
 NAMES = ("fig6", "fig7", "fig8", "schedules")
 
 
+def _pm(v, se, digits=4):
+    """'value ± se', or the status of a value that is not a number (None in strict JSON)."""
+    if v is None:
+        return "not computed"
+    return f"{v:.{digits}g}" + ("" if se is None else f" ± {se:.2g}")
+
+
 def _tables(name, res, console):
     if name == "fig6":
         console.table([(c["protocol"], c["perturb"], c["eta"], c["c1"], c["c2"], c["D0"],
@@ -27,10 +34,8 @@ def _tables(name, res, console):
                            for r in res["table_i"]],
                           ["Table I family", "our start", "eta (exact)", "paper cos / cond-OT / OT"])
     elif name == "fig7":
-        console.table([(k, f"{v['eta']:.4g} ± {v['eta_stderr']:.2g}",
-                        f"{v['c1']:.4g} ± {v['c1_stderr']:.2g}",
-                        f"{v['c2']:.4g} ± {v['c2_stderr']:.2g}", f"{v['wD']:.4g}",
-                        v.get("paper_eta"))
+        console.table([(k, _pm(v["eta"], v["eta_stderr"]), _pm(v["c1"], v["c1_stderr"]),
+                        _pm(v["c2"], v["c2_stderr"]), _pm(v["wD"], None), v.get("paper_eta"))
                        for k, v in res["summary"].items()],
                       ["case", "eta ± se", "c1 ± se", "c2 ± se", "wD", "paper eta"])
         console.say(res["statement"])

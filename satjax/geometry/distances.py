@@ -63,9 +63,10 @@ def _components(mix):
 def monotone_map(p_from, p_to, x):
     """The 1-D optimal transport map Q_to(F_from(x)) (monotone rearrangement), accurate in both
     tails: below the median through the CDF, above it through the survival function and the
-    quantile of the reflected mixture (x ↦ −x). ``p_from`` and ``p_to`` are 1-D mixtures."""
+    quantile of the reflected mixture (x ↦ −x). ``p_from`` is any 1-D distribution with a CDF
+    and survival function, ``p_to`` a 1-D mixture."""
     F = p_from.cdf(x)
-    S = p_from.replace(means=-p_from.means).cdf(-x)
+    S = p_from.sf(x)
     reflected = p_to.replace(means=-p_to.means)
     lower = p_to.quantile(jnp.clip(F, 1e-300, 0.5))
     upper = -reflected.quantile(jnp.clip(S, 1e-300, 0.5))

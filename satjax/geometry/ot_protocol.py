@@ -118,6 +118,9 @@ class Interpolant1D(Distribution):
     def cdf(self, x):
         return self.data.cdf(self.start_point(jnp.asarray(x)))
 
+    def sf(self, x):
+        return self.data.sf(self.start_point(jnp.asarray(x)))
+
     def quantile(self, u):
         return (1.0 - self.s) * self.data.quantile(u) + self.s * self.noise.quantile(u)
 
