@@ -3,7 +3,7 @@
     python benchmarks/scaling.py [--quick] [--json FILE]     doubling table
     python benchmarks/scaling.py --big [--json FILE]         70 000 components × 784-D, 10⁵ samples
 
-``--big`` runs in this process and reports the peak resident memory (ru_maxrss); issue 7 asks
+``--big`` runs in this process and reports the peak resident memory (VmHWM); issue 7 asks
 for it to stay within 4 GB. Same as ``satjax bench --scaling`` / ``--big``.
 """
 
