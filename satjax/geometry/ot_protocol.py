@@ -285,7 +285,25 @@ class OTProtocolGaussian(Protocol):
 # ---------------------------------------------------------------------- n-D, entropic (ott)
 
 
-class OTProtocolEntropic(Protocol):
+class _SampleGeodesic(Protocol):
+    """Deterministic n-D geodesics known through samples: no temperature, no density of P_t,
+    reverse start ``noise``."""
+
+    noise: GaussianMixture = None
+
+    @property
+    def stochastic(self) -> bool:
+        return False
+
+    @property
+    def has_density(self) -> bool:
+        return False
+
+    def reverse_start(self, data):
+        return self.noise
+
+
+class OTProtocolEntropic(_SampleGeodesic):
     """n-D geodesic of the entropic OT map fitted by ott-jax (module docstring).
 
     ``y`` (m, d) noise samples and their dual potential ``g`` (m,) at regularisation
@@ -296,7 +314,6 @@ class OTProtocolEntropic(Protocol):
     y: jax.Array = None
     g: jax.Array = None
     epsilon: jax.Array = None
-    noise: GaussianMixture = None
     s_gap: float = struct.field(pytree_node=False, default=1e-3)
     n_newton: int = struct.field(pytree_node=False, default=40)
     converged: bool = struct.field(pytree_node=False, default=True)
@@ -304,14 +321,6 @@ class OTProtocolEntropic(Protocol):
     @property
     def dim(self) -> int:
         return self.y.shape[1]
-
-    @property
-    def stochastic(self) -> bool:
-        return False
-
-    @property
-    def has_density(self) -> bool:
-        return False
 
     def describe(self) -> dict:
         return _describe("OTProtocolEntropic", self.tau, n_noise=int(self.y.shape[0]),
@@ -379,9 +388,6 @@ class OTProtocolEntropic(Protocol):
         s = as_float(t) / self.tau
         return (1.0 - s) * x + s * self.transport_map(x)
 
-    def reverse_start(self, data):
-        return self.noise
-
     # No closed-form rates: E‖ν_t‖² is a Monte Carlo average (estimator "mc", with its standard
     # error); ν_t at x_t is inverted exactly, so it equals the Lagrangian (T_ε(x) − x)/τ.
 
@@ -389,25 +395,16 @@ class OTProtocolEntropic(Protocol):
 # --------------------------------------------------------------- n-D, assignment + kernel
 
 
-class OTProtocolSamples(Protocol):
+class OTProtocolSamples(_SampleGeodesic):
     """n-D W2 geodesic from an exact assignment of n data and n noise samples (Eq. G19)."""
 
     x0: jax.Array = None  # (n, d) data samples
     x1: jax.Array = None  # (n, d) paired noise samples
     bandwidth: jax.Array = None
-    noise: GaussianMixture = None
 
     @property
     def dim(self) -> int:
         return self.x0.shape[1]
-
-    @property
-    def stochastic(self) -> bool:
-        return False
-
-    @property
-    def has_density(self) -> bool:
-        return False
 
     def describe(self) -> dict:
         return _describe("OTProtocolSamples", self.tau, n_pairs=int(self.x0.shape[0]),
@@ -431,9 +428,6 @@ class OTProtocolSamples(Protocol):
         the empirical law of its pairs)."""
         i = jnp.arange(draws.n) % self.x0.shape[0]
         return self.interpolant(as_float(t))[i]
-
-    def reverse_start(self, data):
-        return self.noise
 
 
 # ----------------------------------------------------------------------------- constructor
