@@ -160,11 +160,51 @@ def _abs_panels(g):
                      trap + jnp.where(touch, jnp.abs(b - a) / 12.0, 0.0))
 
 
+class CDFFrame(struct.PyTreeNode):
+    """The CDF transport (:class:`~satjax.estimators.CDF`) prepared for one protocol and data:
+    everything of W_1(P_t, P̃_t) that does not depend on the perturbed start, at the
+    Gauss–Legendre nodes ``ts`` (weights ``wts``) followed by t = 0 and t = τ.
+
+    W_1(t) = h_t Σ panels(g_t) with g_t = (F_t − F̃_τ(Y_t)) S_t on a grid of ``n_points``:
+
+    * Eulerian (no closed-form flow map): x on P_t's support, F_t = F_t(x), Y_t = Q_τ(F_t(x))
+      (the flow map to τ), S_t = 1;
+    * Lagrangian (``lagrangian``; the protocol has ``flow_map_1d``): x₀ on q's support,
+      F = F_q(x₀), Y = X_τ(x₀), S_t = ∂X_t/∂x₀.
+
+    ``*_rate`` are the t-derivatives (forward mode), so ∂_t W_1 needs only F̃_τ and its density at
+    Y: one frame serves every perturbation of the same protocol and data.
+    """
+
+    ts: jax.Array
+    wts: jax.Array
+    h: jax.Array
+    base: jax.Array
+    base_rate: jax.Array
+    point: jax.Array
+    point_rate: jax.Array
+    slope: jax.Array
+    slope_rate: jax.Array
+    lagrangian: bool = struct.field(pytree_node=False, default=False)
+    n_points: int = struct.field(pytree_node=False, default=16384)
+
+    @property
+    def n_time(self) -> int:
+        return self.ts.shape[0]
+
+    @property
+    def method(self) -> str:
+        return CDF(n_points=self.n_points).method
+
+
 @partial(jax.jit, static_argnames=("n_time", "n_points"))
-def _w1_path_cdf(protocol, data, start, n_time, n_points):
-    """W_1(P_t, P̃_t) = ∫ |F_t(x) − F̃_τ(Q_τ(F_t(x)))| dx (trapezoid in x over P_t's support) and
-    its t-derivative at Gauss–Legendre nodes, and at t = 0, τ."""
+def cdf_frame(protocol, data, n_time: int, n_points: int = 16384) -> CDFFrame:
+    """The :class:`CDFFrame` of the exact 1-D CDF transport (traceable; jit-compiled once per
+    protocol family and sizes)."""
     p_end = protocol.reverse_start(data)
+    ts, wts = gauss_legendre(n_time, 0.0, protocol.tau)
+    t_all = jnp.concatenate([ts, jnp.stack([jnp.zeros_like(protocol.tau), protocol.tau])])
+    one = jnp.ones_like(t_all[0])
     if protocol.flow_map_1d(data, protocol.tau, data.means[:1, 0]) is not None:
         # Lagrangian form: x = X_t(x₀) over a grid of data points x₀, F_t(X_t(x₀)) = F_q(x₀) and
         # F̃_t(X_t(x₀)) = F̃_τ(X_τ(x₀)), so W_1 = ∫ |F_q(x₀) − F̃_τ(X_τ(x₀))| ∂X_t/∂x₀ dx₀.
@@ -173,30 +213,51 @@ def _w1_path_cdf(protocol, data, start, n_time, n_points):
         # the increments of X_t instead is only second order (≈1e-7 relative at 16384 points).
         lo, hi = (jax.lax.stop_gradient(v[0]) for v in data.support(12.0))
         x0 = jnp.linspace(lo, hi, n_points)
-        h = (hi - lo) / (n_points - 1)
-        g = data.cdf(x0) - start.cdf(protocol.flow_map_1d(data, protocol.tau, x0))
 
-        def W1(t):
-            _, slope = jax.jvp(lambda x: protocol.flow_map_1d(data, t, x), (x0,),
-                               (jnp.ones_like(x0),))
-            return h * jnp.sum(_abs_panels(g * slope))
-    else:
-        W1 = None
+        def slope(t):
+            return jax.jvp(lambda x: protocol.flow_map_1d(data, t, x), (x0,),
+                           (jnp.ones_like(x0),))[1]
 
-    def W1_eulerian(t):
+        S, S_rate = jax.vmap(lambda t: jax.jvp(slope, (t,), (one,)))(t_all)
+        F = data.cdf(x0)
+        Y = protocol.flow_map_1d(data, protocol.tau, x0)
+        return CDFFrame(ts=ts, wts=wts, h=jnp.full_like(t_all, (hi - lo) / (n_points - 1)),
+                        base=F, base_rate=jnp.zeros_like(F), point=Y,
+                        point_rate=jnp.zeros_like(Y), slope=S, slope_rate=S_rate,
+                        lagrangian=True, n_points=n_points)
+
+    def eulerian(t):
         marg = protocol.marginal(data, t)
         lo, hi = (jax.lax.stop_gradient(v[0]) for v in marg.support(12.0))
         x = jnp.linspace(lo, hi, n_points)
-        F = marg.cdf(x)
         # the flow map Q_τ ∘ F_t through survival functions above the median: clipping F at
         # 1 − ε would send the whole upper tail to one point (a ≈1e-10 relative error in W_1)
-        Ft = start.cdf(distances.monotone_map(marg, p_end, x))
-        return (hi - lo) / (n_points - 1) * jnp.sum(_abs_panels(F - Ft))
+        return (hi - lo) / (n_points - 1), marg.cdf(x), distances.monotone_map(marg, p_end, x)
 
-    W1 = W1 or W1_eulerian
-    ts, wts = gauss_legendre(n_time, 0.0, protocol.tau)
-    W1_nodes, dW1_nodes = jax.vmap(lambda t: jax.jvp(W1, (t,), (jnp.ones_like(t),)))(ts)
-    return ts, wts, W1_nodes, dW1_nodes, W1(jnp.zeros_like(protocol.tau)), W1(protocol.tau)
+    (h, F, Y), (_, F_rate, Y_rate) = jax.vmap(lambda t: jax.jvp(eulerian, (t,), (one,)))(t_all)
+    ones = jnp.ones((1, n_points), F.dtype)
+    return CDFFrame(ts=ts, wts=wts, h=h, base=F, base_rate=F_rate, point=Y, point_rate=Y_rate,
+                    slope=ones, slope_rate=jnp.zeros_like(ones), lagrangian=False,
+                    n_points=n_points)
+
+
+@jax.jit
+def _w1_path_cdf(frame: CDFFrame, start):
+    """W_1(P_t, P̃_t) = h_t Σ panels((F_t − F̃_τ(Y_t)) S_t) and its t-derivative at the frame's
+    Gauss–Legendre nodes, and W_1 at t = 0 and t = τ."""
+    def w1(h, F, F_rate, Y, Y_rate, S, S_rate):
+        G, G_rate = jax.jvp(start.cdf, (Y,), (Y_rate,))
+        g, g_rate = (F - G) * S, (F_rate - G_rate) * S + (F - G) * S_rate
+        val, rate = jax.jvp(_abs_panels, (g,), (g_rate,))
+        return h * jnp.sum(val), h * jnp.sum(rate)
+
+    per_node = None if frame.lagrangian else 0
+    W1, dW1 = jax.vmap(w1, in_axes=(0, per_node, per_node, per_node, per_node, 0, 0))(
+        frame.h, frame.base, frame.base_rate, frame.point, frame.point_rate,
+        jnp.broadcast_to(frame.slope, frame.h.shape + frame.slope.shape[1:]),
+        jnp.broadcast_to(frame.slope_rate, frame.h.shape + frame.slope.shape[1:]))
+    n = frame.n_time
+    return W1[:n], dW1[:n], W1[n], W1[n + 1]
 
 
 # ------------------------------------------------------------------------ the particle route
@@ -395,7 +456,8 @@ def _eq100(protocol, data, fld, exact, start, xb0, xs_b, ells, ts, dW1, dW1_se, 
 def bound_kernel(protocol, data, perturbation, velocity, est, transport, n_time: int, key,
                  finite_d0: bool = True, path=None) -> BoundResult:
     """The traceable core of :func:`bound` (no eager checks; ``est`` prepared, ``transport`` a
-    :class:`~satjax.estimators.CDF` or :class:`~satjax.estimators.Particles`): use it inside
+    :class:`~satjax.estimators.CDF`, a :class:`CDFFrame` of this protocol, data and ``n_time``,
+    or a :class:`~satjax.estimators.Particles`): use it inside
     ``jax.grad`` to differentiate η, c_1, c_2 with respect to protocol parameters.
     ``finite_d0`` (static) is False when D_0 = ∞ (decided eagerly by :func:`bound`); ``path``
     a precomputed :class:`~satjax.path.PathCost` of the same protocol, data and ``n_time``."""
@@ -420,9 +482,11 @@ def bound_kernel(protocol, data, perturbation, velocity, est, transport, n_time:
                            eta=e, c1=e, c2=pc.c2, wD=pc.wD, D0=D0, dW1=e, W1_start=e, W1_end=e,
                            conservative=conservative, method=m,
                            c2_wD_covariance=pc.c2_wD_covariance)
-    if isinstance(transport, CDF):
-        ts, wts, W1n, dW1n, W1_0, W1_tau = _w1_path_cdf(protocol, data, start, n_time,
-                                                        transport.n_points)
+    if isinstance(transport, (CDF, CDFFrame)):
+        frame = transport if isinstance(transport, CDFFrame) else \
+            cdf_frame(protocol, data, n_time, transport.n_points)
+        ts, wts = frame.ts, frame.wts
+        W1n, dW1n, W1_0, W1_tau = _w1_path_cdf(frame, start)
         v_loss_sq = dW1n**2 / D0.value
         z = jnp.zeros(())
         m = transport.method
@@ -446,15 +510,17 @@ def bound_kernel(protocol, data, perturbation, velocity, est, transport, n_time:
                        c2_wD_covariance=pc.c2_wD_covariance, **parts)
 
 
-def bound(protocol, data, perturbation: PT.Perturbation, *, velocity=None, estimator="auto",
-          transport="auto", n_time: int = 48, key=None, path=None,
-          particles: Optional[int] = None) -> BoundResult:
+def bound(protocol, data, perturbation, *, velocity=None, estimator="auto", transport="auto",
+          n_time: int = 48, key=None, path=None, particles: Optional[int] = None):
     """The speed-accuracy relation for one protocol, data and reverse-start perturbation.
 
     Args:
       protocol: a Protocol (schedule, force, geodesic).
       data: q.
-      perturbation: a :class:`satjax.perturb.Perturbation` of the reverse start P_τ.
+      perturbation: a :class:`satjax.perturb.Perturbation` of the reverse start P_τ, or a
+        sequence of them: they then share one path cost and one prepared transport (the 1-D
+        :class:`CDFFrame`, compiled once per protocol family), and each result equals the one
+        of its own call.
       velocity: a learned velocity field ν̂(x, t) (a :class:`satjax.reverse.Field` or callable)
         that carries the perturbed start; Eq. 100 is then evaluated too. None: the exact ν.
       estimator: how c_2, w_D, E‖ν_t‖² and L_α are computed (:func:`satjax.estimators.resolve`).
@@ -462,43 +528,64 @@ def bound(protocol, data, perturbation: PT.Perturbation, *, velocity=None, estim
         :class:`satjax.estimators.Particles`, "cdf", or "auto" (CDF in 1-D without
         ``velocity``; otherwise particles: a quantile grid of 4000 in 1-D, 1000 samples in n-D).
       n_time: Gauss–Legendre nodes for the time integrals.
-      key: PRNG key for Monte-Carlo estimators and particle samples (default PRNGKey(0)).
+      key: PRNG key for Monte-Carlo estimators and particle samples (default PRNGKey(0)); every
+        perturbation of a sequence uses the same key (common random numbers).
       path: a :class:`satjax.path.PathCost` of this protocol and data with ``n_time`` nodes
-        (e.g. shared by several perturbations); computed here when None.
+        (e.g. shared by several calls); computed here when None.
       particles: the number of particles when ``transport="auto"`` chooses particles.
 
     Returns:
-      :class:`BoundResult`.
+      :class:`BoundResult`, or a tuple of them (one per perturbation) for a sequence.
 
     Raises:
       ValueError: a perturbation that changes nothing (D_0 = 0), mismatched dimensions, an
-        estimator or transport that does not apply.
+        estimator or transport that does not apply, an empty sequence.
     """
     check(protocol, data)
-    if not isinstance(perturbation, PT.Perturbation):
-        raise TypeError(f"`perturbation` must be a satjax.perturb.Perturbation; got "
-                        f"{type(perturbation).__name__}")
+    many = isinstance(perturbation, (list, tuple))
+    perts = tuple(perturbation) if many else (perturbation,)
+    if not perts:
+        raise ValueError("`perturbation` is an empty sequence")
+    for p in perts:
+        if not isinstance(p, PT.Perturbation):
+            raise TypeError(f"`perturbation` must be a satjax.perturb.Perturbation or a sequence "
+                            f"of them; got {type(p).__name__}")
     if velocity is not None:
         velocity = as_field(velocity)
     if not isinstance(n_time, int) or n_time < 2:
         raise ValueError(f"`n_time` must be an int >= 2; got {n_time!r}")
+    if path is not None and path.ts.shape[0] != n_time:
+        raise ValueError(f"`path` has {path.ts.shape[0]} time nodes; n_time is {n_time}")
     keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, 3)
     est = resolve(data, protocol, estimator, key=keys[0])
     transport = resolve_transport(transport, data, velocity, keys[1], particles)
     p_end = protocol.reverse_start(data)
-    start = perturbation.start(p_end)
-    finite = PT.is_finite_divergence(start, p_end)
-    if finite:
-        D0 = PT.pearson(start, p_end, key=keys[2])
-        if float(D0.value) <= 1e-14:
-            raise ValueError(f"D_0 = {float(D0.value):.3g}: the perturbation "
-                             f"{perturbation.label()!r} changes nothing to bound")
+    finite = []
+    for p in perts:  # every eager check before any long computation
+        start = p.start(p_end)
+        finite.append(PT.is_finite_divergence(start, p_end))
+        if finite[-1]:
+            D0 = _pearson(start, p_end, key=keys[2])
+            if float(D0.value) <= 1e-14:
+                raise ValueError(f"D_0 = {float(D0.value):.3g}: the perturbation "
+                                 f"{p.label()!r} changes nothing to bound")
     ts, _ = gauss_legendre(n_time, 0.0, protocol.tau)
     est = est.prepare(protocol, data, ts)
-    if path is not None and path.ts.shape[0] != n_time:
-        raise ValueError(f"`path` has {path.ts.shape[0]} time nodes; n_time is {n_time}")
-    return bound_kernel(protocol, data, perturbation, velocity, est, transport, n_time, keys[2],
-                        finite, path)
+    if path is None and len(perts) > 1:
+        path = path_mod.path_cost_kernel(protocol, data, est, jnp.zeros_like(protocol.tau),
+                                         protocol.tau, n_time)
+    if isinstance(transport, CDF) and any(finite):
+        transport = cdf_frame(protocol, data, n_time, transport.n_points)
+    # the CDF route is one compiled program per protocol family and start family; the particle
+    # route calls the host assignment per saved time and runs eagerly
+    kernel = _bound_cdf if isinstance(transport, (CDF, CDFFrame)) else bound_kernel
+    out = tuple(kernel(protocol, data, p, velocity, est, transport, n_time, keys[2], f, path)
+                for p, f in zip(perts, finite))
+    return out if many else out[0]
+
+
+_bound_cdf = jax.jit(bound_kernel, static_argnums=(3, 6, 8))
+_pearson = jax.jit(PT.pearson)
 
 
 def resolve_transport(transport, data, velocity, key, particles: Optional[int] = None):
@@ -514,7 +601,8 @@ def resolve_transport(transport, data, velocity, key, particles: Optional[int] =
         t.check()
         return t
     if transport != "auto":
-        raise ValueError(f"unknown transport {transport!r}; expected 'auto', 'cdf', a CDF or a "
+        what = repr(transport) if isinstance(transport, str) else type(transport).__name__
+        raise ValueError(f"unknown transport {what}; expected 'auto', 'cdf', a CDF or a "
                          "Particles object")
     if data.dim == 1 and velocity is None:
         return CDF()
@@ -537,7 +625,7 @@ def pearson_along_flow(protocol, data, perturbation: PT.Perturbation, t, *,
     marg = protocol.marginal(data, as_float(t))
     lo, hi = (v[0] for v in marg.support(24.0))
     x = jnp.linspace(lo, hi, n_points)
-    h = x[1] - x[0]
+    h = (hi - lo) / (n_points - 1)  # not x[1] − x[0], which loses ~n/2 ulps
     w = h * jnp.ones((n_points,), x.dtype).at[jnp.array([0, -1])].set(0.5)
     w = w * jnp.exp(marg.log_prob(x[:, None]))
     y = distances.monotone_map(marg, p_end, x)[:, None]
@@ -545,5 +633,5 @@ def pearson_along_flow(protocol, data, perturbation: PT.Perturbation, t, *,
     return w @ r**2 - 1.0
 
 
-__all__ = ["BoundResult", "Eq100", "bound", "bound_kernel", "pearson_along_flow",
+__all__ = ["BoundResult", "CDFFrame", "Eq100", "bound", "bound_kernel", "cdf_frame", "pearson_along_flow",
            "resolve_transport"]

@@ -55,6 +55,9 @@ class Distribution(struct.PyTreeNode):
         extreme component means ± z standard deviations (used for quadrature grids)."""
         raise NotImplementedError
 
+    #: whether the support is bounded (a structural fact, known under jit)
+    compact_support = False
+
     def tail_variance(self) -> jax.Array:
         """The largest variance along any direction with which the density decays at infinity
         (for a Gaussian mixture, the largest eigenvalue of any component covariance; 0 for a
