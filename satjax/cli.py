@@ -521,7 +521,7 @@ def sample(model: Annotated[str, typer.Option("--model", help="Model folder writ
 @handled
 def optimize(data: DataSpec,
              family: Annotated[str, typer.Option("--family", help="free | vp")] = "free",
-             objective: Annotated[str, typer.Option("--objective", help="c2 | wD | conditional | eta | c1")] = "c2",
+             objective: Annotated[str, typer.Option("--objective", help="c2 | wD | conditional | eta | c1 (eta is schedule-invariant under exact dynamics: docs/theory.md §7)")] = "c2",
              perturb: Annotated[Optional[str], typer.Option("--perturb", help="Reverse start for --objective eta/c1.")] = None,
              steps: Annotated[int, typer.Option("--steps")] = 300,
              lr: Annotated[float, typer.Option("--lr", help="Adam learning rate > 0.")] = 0.05,
@@ -582,6 +582,12 @@ def optimize(data: DataSpec,
                "history": res.history}
     run.console.estimates([(f"c2 {k}", e) for k, e in finals.items()] + [("W2^2", w2)])
     run.console.say(f"gap to W2^2/tau: {payload['gap_to_W2']:.4g}")
+    if objective == "eta":
+        payload["note"] = ("eta of the exact dynamics is the same for every schedule of this "
+                           "family (docs/theory.md §7); the descent reduces only the particle "
+                           "solver's discretisation error. Use --objective c1 for a schedule "
+                           "property.")
+        run.console.say(payload["note"])
     if res.diverged:
         run.console.say("optimisation diverged (non-finite objective); the best schedule so far "
                         "is reported")

@@ -10,7 +10,10 @@ Objectives for a schedule (m_t, σ_t) on data q:
   cond-OT (free family, 2 n_d/τ) and cosine under m² + σ² = 1 ((π/2)² n_d/τ) (Eq. 94, 95);
 * ``eta`` / ``c1`` — η or c_1 of the speed-accuracy relation for a given reverse-start
   perturbation (:func:`satjax.bound.bound_kernel`, particles with fixed random numbers in n-D),
-  differentiated through the transport.
+  differentiated through the transport. Under the exact dynamics η is the same for every
+  schedule of the polar family (docs/theory.md §7: one ODE in λ = σ/m), so descending ``eta``
+  here only reduces the particle solver's discretisation error; ``c1`` does depend on the
+  schedule (docs/optimal-schedules.md).
 
 The lower limit of c_2 over all protocols is W_2(q, P_τ)²/τ, reached by the geodesic (Eq. 69,
 70). Parameters are unconstrained (Legendre coefficients), so every step is a valid schedule. A

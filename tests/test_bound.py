@@ -595,7 +595,7 @@ def test_given_velocity_on_the_sample_route(particles_1d):
     for k in ("eta", "c1", "dW1", "W1_end"):
         assert val(getattr(b, k)) == pytest.approx(val(getattr(a, k)), rel=1e-9), k
     e = b.eq100
-    assert val(e.L_alpha) == 0.0
+    assert 0.0 <= val(e.L_alpha) < 1e-28 * val(a.wD)  # the same field, to rounding
     np.testing.assert_allclose(np.asarray(e.D), val(a.D0), rtol=1e-3)
     np.testing.assert_allclose(np.asarray(e.D), float(e.D[0]), rtol=1e-6)  # RK4, 100 steps
     assert val(e.lhs) ** 2 == pytest.approx(val(a.eta) * val(a.D0) / val(e.D_max), rel=1e-9)
@@ -726,7 +726,7 @@ def test_nd_given_and_learned_velocity_eq100(gauss_2d):
     a, b, c = gauss_2d["default"], gauss_2d["given"], gauss_2d["wrong"]
     assert val(b.eta) == pytest.approx(val(a.eta), rel=1e-9)
     e = b.eq100
-    assert val(e.L_alpha) == 0.0
+    assert 0.0 <= val(e.L_alpha) < 1e-28 * val(a.wD)  # the same field, to rounding
     np.testing.assert_allclose(np.asarray(e.D), float(e.D[0]), rtol=1e-6)
     assert float(e.D[0]) == pytest.approx(val(a.D0), abs=4 * float(e.D_stderr[0]))
     assert status(b) == {"eq100": "holds"}
@@ -762,3 +762,28 @@ def test_pearson_is_conserved_along_the_ot_geodesic():
     op = ot_protocol(q)
     D = jax.jit(jax.vmap(lambda t: B.pearson_along_flow(op, q, PT.shift(0.2), t)))
     np.testing.assert_allclose(D(jnp.array([0.0, 0.5, 1.0])), np.expm1(0.04), rtol=1e-9)
+
+
+def test_eta_is_the_same_for_every_schedule_in_2d():
+    """docs/theory.md §7: for x_t = m_t x_0 + σ_t z with m_τ = 0, σ_τ = 1 and σ/m increasing,
+    y = x/m obeys dy/dλ = −λ ∇ ln(q * N(0, λ²))(y) in λ = σ/m whatever the schedule, so the
+    probability-flow map P_τ → q, the generated p and η are schedule invariant (in any
+    dimension), while c_1 and c_2 are not. Checked on a 2-D three-component mixture with the same
+    particles carried by three very different paths (cosine, cond-OT, a random polar schedule):
+    the spread of η across them falls from ≈3e-3 (RK4 × 16) to < 1e-6 (RK4 × 128; the
+    solver's error, not the estimator's), while c_1 differs by a factor > 2."""
+    data = M.gmm([[-1.0, 0.2], [0.8, 0.9], [0.3, -1.1]], 0.35, weights=[0.5, 0.3, 0.2])
+    rng = np.random.default_rng(4)
+    schedules = [S.cosine(), S.cond_ot(),
+                 S.polar(4, 4, angle=jnp.asarray(np.r_[1.0, 0.6 * rng.standard_normal(3)]),
+                         log_radius=jnp.asarray(0.5 * rng.standard_normal(4)))]
+    spreads = []
+    for n_steps in (16, 128):
+        tr = Particles(n=256, n_steps=n_steps, n_save=8, key=jax.random.PRNGKey(11))
+        rs = [B.bound(s, data, PT.shift(0.2), transport=tr, n_time=8, estimator="mc")
+              for s in schedules]
+        eta = np.asarray([val(r.eta) for r in rs])
+        spreads.append((eta.max() - eta.min()) / eta.mean())
+        c1 = [val(r.c1) for r in rs]
+    assert spreads[1] < 1e-6 and spreads[1] < spreads[0] / 100, spreads
+    assert max(c1) > 2 * min(c1), c1

@@ -83,3 +83,38 @@ def test_conditional_energy_refuses_the_edge_component():
 def test_mc_objective_needs_key():
     with pytest.raises(ValueError, match="key"):
         O.optimize_schedule(M.swiss_roll(n=50), objective="c2", estimator="mc", steps=1)
+
+
+def test_eta_and_c1_objectives_in_1d():
+    """1-D, exact CDF transport: η is the same for every schedule of the polar family
+    (docs/theory.md §7), so its gradient in the schedule's coefficients vanishes to quadrature
+    accuracy; c_1 is a path property, its gradient is not small and equals central differences
+    of the same objective; a few Adam steps on c_1 lower it below cosine's."""
+    import jax
+
+    from satjax import perturb as PT
+    from satjax.estimators import CDF
+
+    q = M.gmm([-2.0, 2.0], 0.5)
+    tmpl = S.polar(3, 3)
+    kw = dict(key=jax.random.PRNGKey(0), n_time=24, perturbation=PT.shift(0.2),
+              transport=CDF(n_points=4096))
+    eta = O.make_objective(q, "eta", tmpl, **kw)
+    c1 = O.make_objective(q, "c1", tmpl, **kw)
+    sch = tmpl.replace(angle=jnp.asarray([1.0, 0.3, -0.2]),
+                       log_radius=jnp.asarray([0.2, -0.1, 0.05]))
+    g_eta = jax.grad(eta)(sch)
+    g_c1 = jax.grad(c1)(sch)
+    scale = float(eta(sch))
+    assert float(jnp.max(jnp.abs(g_eta.angle))) < 1e-7 * scale
+    assert float(jnp.max(jnp.abs(g_eta.log_radius))) < 1e-7 * scale
+    assert float(jnp.max(jnp.abs(g_c1.angle))) > 1e-2 * float(c1(sch))
+    for field, i in (("angle", 1), ("log_radius", 0)):
+        h = 1e-4
+        v = getattr(sch, field)
+        up = float(c1(sch.replace(**{field: v.at[i].add(h)})))
+        dn = float(c1(sch.replace(**{field: v.at[i].add(-h)})))
+        assert float(getattr(g_c1, field)[i]) == pytest.approx((up - dn) / (2 * h), rel=1e-5)
+    r = O.optimize_schedule(q, objective="c1", steps=15, learning_rate=0.05, n_basis=3, **kw)
+    assert not r.diverged
+    assert float(r.best_value) < 0.97 * float(c1(S.polar(3, 3)))
