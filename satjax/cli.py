@@ -34,6 +34,7 @@ app = typer.Typer(
          "(speed-accuracy relations, arXiv:2407.04495). Time: t = 0 data, t = tau noise.")
 
 Tau = Annotated[float, typer.Option("--tau", help="Protocol duration tau > 0.")]
+CACHE_MAX_BYTES = 2 << 30  # the compilation cache evicts least recently used entries beyond it
 X64 = Annotated[bool, typer.Option("--x64/--x32", help="Compute in float64 (default) or float32.")]
 Seed = Annotated[int, typer.Option("--seed", help="PRNG seed, 0 ... 2^32 - 1.")]
 JsonOut = Annotated[Optional[str], typer.Option("--json", help="Write results as JSON to PATH ('-': stdout).")]
@@ -132,6 +133,10 @@ def start(tau: float, x64: bool, seed: int, json_out: Optional[str], quiet: bool
             Path(cache).mkdir(parents=True, exist_ok=True)
             jax.config.update("jax_compilation_cache_dir", cache)
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+            # a size limit turns on JAX's file lock around cache reads and writes: without it an
+            # entry is written in place, and a second satjax process reading it half-written
+            # crashed (a segfault seen with two test workers)
+            jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
         except OSError:
             pass  # an unwritable cache only costs compile time
     return Run(tau=tau, x64=bool(x64), seed=seed, json_out=json_out,
