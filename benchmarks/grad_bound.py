@@ -85,11 +85,17 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="n = 256, 16 steps (seconds)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed calls after the warm-up, median reported (default 2 quick, 3 full)")
     a = ap.parse_args(argv)
-    n, n_steps, n_save, repeats = (256, 16, 4, 2) if a.quick else (2048, 64, 8, 1)
+    n, n_steps, n_save, repeats = (256, 16, 4, 2) if a.quick else (2048, 64, 8, 3)
+    if a.repeats is not None:
+        if a.repeats < 1:
+            ap.error("--repeats must be >= 1")
+        repeats = a.repeats
     n_ot = 256 if a.quick else 512  # Sinkhorn at n = 2048 × every saved time is minutes here
     out = {"machine": bench.machine(), "sizes": {"n": n, "n_steps": n_steps, "n_save": n_save,
-                                                 "n_backends": n_ot},
+                                                 "n_backends": n_ot, "repeats": repeats},
            "grad": [grad_cost(n, n_steps, n_save, repeats, ck) for ck in (True, False)],
            "w1_backends": backends(n_ot, n_steps, n_save, max(repeats, 2))}
     for r in out["grad"]:

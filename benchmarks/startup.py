@@ -50,6 +50,7 @@ def cache_saving(quick: bool) -> dict:
     args = ["reproduce", "fig6"] + (["--quick"] if quick else []) + ["--quiet"]
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, SATJAX_CACHE_DIR=os.path.join(tmp, "cache"))
+        env.pop("SATJAX_NO_CACHE", None)
         cold = timed(CLI + args + ["--out", os.path.join(tmp, "a")], env)
         warm = timed(CLI + args + ["--out", os.path.join(tmp, "b")], env)
         none = timed(CLI + args + ["--out", os.path.join(tmp, "c"), "--no-cache"], env)

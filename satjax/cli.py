@@ -8,7 +8,8 @@ unconverged solver; reported); 130 interrupted; 1 an internal error (a bug: plea
 
 Every command takes ``--tau``, ``--x64/--x32``, ``--seed``, ``--json PATH`` (``-``: stdout),
 ``--quiet`` and ``--no-cache`` (JAX's persistent compilation cache, on by default, in
-``$SATJAX_CACHE_DIR`` or ``~/.cache/satjax``).
+``$SATJAX_CACHE_DIR`` or ``~/.cache/satjax``; ``SATJAX_NO_CACHE=1`` turns it off like
+``--no-cache``).
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ def start(tau: float, x64: bool, seed: int, json_out: Optional[str], quiet: bool
     if not 0 <= seed <= specs.SEED_MAX:
         raise InputError(f"--seed must be an integer in [0, {specs.SEED_MAX}]; got {seed}")
     check_outputs({"--json": json_out, **(outputs or {})}, inputs)
+    no_cache = no_cache or os.environ.get("SATJAX_NO_CACHE", "") not in ("", "0")
     if not no_cache:  # XLA:CPU logs a harmless machine-feature notice per cached program
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import jax

@@ -4,8 +4,11 @@ import tempfile
 import jax
 import pytest
 
-# CLI commands run in-process turn on the persistent compilation cache: give each test process
-# its own (not the user's ~/.cache/satjax, and no two pytest workers writing one directory)
+# CLI commands run in-process would turn on JAX's persistent compilation cache inside the pytest
+# workers, where two runs crashed (SIGSEGV) inside the cache's read and write of an executable:
+# keep it off in-process. Tests of the cache itself start their own processes
+# (benchmarks/startup.py drops SATJAX_NO_CACHE and uses a fresh directory).
+os.environ["SATJAX_NO_CACHE"] = "1"
 os.environ["SATJAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="satjax-test-cache-")
 
 jax.config.update("jax_enable_x64", True)

@@ -182,3 +182,25 @@ def test_train_sample_bound_model_and_extension(tmp_path):
     run_ok(["train", "--data", GMM, "--protocol", "cond-ot", "--steps", "350", "--out",
             str(model), "--json", str(out)])
     assert strict(out)["start_step"] == 300
+
+
+def test_compilation_cache_on_by_default_and_off_by_flag_or_environment(tmp_path):
+    """A fresh process writes JAX's persistent cache into $SATJAX_CACHE_DIR (with the lock file
+    that the size limit turns on); --no-cache and SATJAX_NO_CACHE=1 write nothing."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "satjax.cli", "bound", "--protocol", "cosine", "--data",
+           "gmm:means=-2|2,std=0.5", "--perturb", "shift:0.2", "--n-time", "8", "--quiet"]
+    base = {k: v for k, v in os.environ.items() if k != "SATJAX_NO_CACHE"}
+    for name, extra, env_extra, written in (("on", [], {}, True),
+                                            ("flag", ["--no-cache"], {}, False),
+                                            ("env", [], {"SATJAX_NO_CACHE": "1"}, False)):
+        cache = tmp_path / name
+        env = dict(base, SATJAX_CACHE_DIR=str(cache), **env_extra)
+        subprocess.run(cmd + extra, env=env, check=True, capture_output=True, timeout=600)
+        entries = list(cache.glob("*-cache")) if cache.exists() else []
+        assert bool(entries) == written, (name, entries)
+        if written:
+            assert (cache / ".lockfile").exists()
