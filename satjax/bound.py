@@ -571,7 +571,7 @@ def bound(protocol, data, perturbation, *, velocity=None, estimator="auto", tran
                                  f"{p.label()!r} changes nothing to bound")
     ts, _ = gauss_legendre(n_time, 0.0, protocol.tau)
     est = est.prepare(protocol, data, ts)
-    if path is None and len(perts) > 1:
+    if path is None:  # once, for every perturbation
         path = path_mod.path_cost_kernel(protocol, data, est, jnp.zeros_like(protocol.tau),
                                          protocol.tau, n_time)
     if isinstance(transport, CDF) and any(finite):

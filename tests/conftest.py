@@ -1,5 +1,4 @@
 import os
-import tempfile
 
 import jax
 import pytest
@@ -7,9 +6,8 @@ import pytest
 # CLI commands run in-process would turn on JAX's persistent compilation cache inside the pytest
 # workers, where two runs crashed (SIGSEGV) inside the cache's read and write of an executable:
 # keep it off in-process. Tests of the cache itself start their own processes
-# (benchmarks/startup.py drops SATJAX_NO_CACHE and uses a fresh directory).
+# with a fresh directory of their own (benchmarks/startup.py drops SATJAX_NO_CACHE).
 os.environ["SATJAX_NO_CACHE"] = "1"
-os.environ["SATJAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="satjax-test-cache-")
 
 jax.config.update("jax_enable_x64", True)
 
