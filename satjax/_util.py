@@ -67,8 +67,21 @@ def map_over_nodes(fn, ts, elements_per_node: int):
     64-node integral over 10⁵ samples in 784-D would hold 20 GB). ``lax.map`` with a batch
     size keeps memory bounded and the cost linear in the number of nodes.
     """
-    n = ts.shape[0]
+    n = jax.tree_util.tree_leaves(ts)[0].shape[0]
     batch = int(max(1, min(n, NODE_BATCH_ELEMENTS // max(1, int(elements_per_node)))))
     if batch >= n:
         return jax.vmap(fn)(ts)
     return jax.lax.map(fn, ts, batch_size=batch)
+
+
+def map_over_points(fn, x, bytes_per_point: int, budget: int):
+    """``fn(x)`` for a pointwise ``fn`` of a 1-D array ``x`` (n,), in blocks of points (a power
+    of two dividing n) so that at most ~``budget`` bytes of work arrays live at once."""
+    n = x.shape[0]
+    block = n
+    while block % 2 == 0 and block > 1 and block * bytes_per_point > budget:
+        block //= 2
+    if block == n:
+        return fn(x)
+    out = jax.lax.map(fn, x.reshape(n // block, block))
+    return jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[2:]), out)

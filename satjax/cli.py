@@ -27,7 +27,7 @@ import typer
 from typing_extensions import Annotated
 
 from satjax import specs
-from satjax.report import Console, OutputError, check_outputs, prepare_folder
+from satjax.report import Console, OutputError, WriteError, check_outputs, prepare_folder
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -76,8 +76,18 @@ class Run:
         return k
 
 
+_INTERRUPT_REPORTED = []
+
+
+def interrupt_reported() -> bool:
+    """Whether a command already said why it stopped on Ctrl-C (see satjax.__main__)."""
+    return bool(_INTERRUPT_REPORTED)
+
+
 def fail(message: str, code: int = EXIT_INPUT):
     typer.echo(f"error: {message}", err=True)
+    if code == EXIT_INTERRUPTED:
+        _INTERRUPT_REPORTED.append(True)
     raise typer.Exit(code)
 
 
@@ -90,6 +100,8 @@ def handled(fn):
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
+        except WriteError as err:  # the result was computed but could not be saved
+            fail(str(err), EXIT_NUMERICAL)
         except (InputError, OutputError, specs.SpecError) as err:
             fail(str(err))
         except KeyboardInterrupt:
@@ -114,15 +126,16 @@ def handled(fn):
 
 
 def start(tau: float, x64: bool, seed: int, json_out: Optional[str], quiet: bool,
-          no_cache: bool, outputs: Optional[dict] = None, inputs=()) -> Run:
-    """Validate the common options and the outputs (no JAX), then configure JAX."""
+          no_cache: bool, outputs: Optional[dict] = None, inputs=(), folders=None) -> Run:
+    """Validate the common options and the outputs (no JAX; ``inputs``: the files and folders
+    the command reads, ``folders``: output folders whose files it writes), then configure JAX."""
     lo, hi = TAU_RANGE[bool(x64)]
     if not (math.isfinite(tau) and lo <= tau <= hi):
         raise InputError(f"--tau must be a number in [{lo:g}, {hi:g}] with "
                          f"{'--x64' if x64 else '--x32'}; got {tau:g}")
     if not 0 <= seed <= specs.SEED_MAX:
         raise InputError(f"--seed must be an integer in [0, {specs.SEED_MAX}]; got {seed}")
-    check_outputs({"--json": json_out, **(outputs or {})}, inputs)
+    check_outputs({"--json": json_out, **(outputs or {})}, inputs, folders or {})
     no_cache = no_cache or os.environ.get("SATJAX_NO_CACHE", "") not in ("", "0")
     if not no_cache:  # XLA:CPU logs a harmless machine-feature notice per cached program
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -193,7 +206,8 @@ def path(data: DataSpec, protocol: ProtocolSpec,
     check_range("--n-samples", n_samples, 4, 10_000_000)
     if estimator not in ("auto", "exact", "quadrature", "grid", "mc"):
         raise InputError(f"--estimator must be auto, exact, quadrature, grid or mc; got {estimator!r}")
-    run = start(tau, x64, seed, json_out, quiet, no_cache, {"--plot": plot})
+    run = start(tau, x64, seed, json_out, quiet, no_cache, {"--plot": plot},
+                specs.input_files(d_spec))
     from satjax import path as P
     from satjax.estimators import MonteCarlo
 
@@ -286,7 +300,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
         check_range("--ode-steps", ode_steps, 1, 100_000)
     if model is not None and not Path(model).is_dir():
         raise InputError(f"--model {model!r} is not a folder")
-    inputs = [model] + ([q_spec.params["path"]] if q_spec.name == "npy" else [])
+    inputs = [model] + specs.input_files(d_spec, q_spec)
     run = start(tau, x64, seed, json_out, quiet, no_cache, {"--plot": plot}, inputs)
     from satjax import bound as B
 
@@ -403,7 +417,9 @@ def train(data: DataSpec, protocol: ProtocolSpec,
           width: Annotated[int, typer.Option("--width")] = 64,
           depth: Annotated[int, typer.Option("--depth")] = 3,
           checkpoint_minutes: Annotated[float, typer.Option("--checkpoint-minutes", help="Also checkpoint every that many minutes.")] = 5.0,
-          tau: Tau = 1.0, x64: X64 = False, seed: Seed = 0, json_out: JsonOut = None,
+          tau: Tau = 1.0,
+          x64: Annotated[bool, typer.Option("--x64/--x32", help="Train in float64 or float32.")] = False,
+          seed: Seed = 0, json_out: JsonOut = None,
           quiet: Quiet = False, no_cache: NoCache = False):
     """Train a score (DSM) or flow-matching (CFM, OT-CFM) model; writes the model to --out."""
     d_spec, p_spec = specs.parse_data(data), specs.parse_protocol(protocol)
@@ -421,8 +437,9 @@ def train(data: DataSpec, protocol: ProtocolSpec,
                          f"{checkpoint_minutes}")
     if p_spec.name == "ot":
         raise InputError("--protocol ot is a deterministic transport: train with a schedule or force")
-    folder = prepare_folder(out)
-    run = start(tau, x64, seed, json_out, quiet, no_cache)
+    folder = prepare_folder(out, inputs=specs.input_files(d_spec))
+    run = start(tau, x64, seed, json_out, quiet, no_cache, inputs=specs.input_files(d_spec),
+                folders={"--out": out})
     from satjax import learn
 
     d = specs.build_data(d_spec)
@@ -473,6 +490,15 @@ def _read_meta(model: str) -> dict:
         raise InputError(f"{str(path)!r} is not valid JSON ({err}); retrain or restore it") from None
     if not isinstance(meta, dict) or not {"data", "protocol", "tau"} <= set(meta):
         raise InputError(f"{str(path)!r} lacks data, protocol or tau; retrain or restore it")
+    for k in ("data", "protocol"):
+        if not isinstance(meta[k], str):
+            raise InputError(f"{str(path)!r}: {k} must be a spec string; got {meta[k]!r}; "
+                             "retrain or restore it")
+    tau = meta["tau"]
+    lo, hi = TAU_RANGE[True]
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not lo <= tau <= hi:
+        raise InputError(f"{str(path)!r}: tau must be a number in [{lo:g}, {hi:g}]; got "
+                         f"{json.dumps(tau)}; retrain or restore it")
     return meta
 
 
@@ -497,7 +523,8 @@ def sample(model: Annotated[str, typer.Option("--model", help="Model folder writ
     if need > 4 * 2**30:
         raise InputError(f"--n {n} needs about {need / 2**30:.1f} GiB; generate in chunks of "
                          f"{max(1, (4 * 2**30) // (dim * 64))} and concatenate")
-    run = start(float(meta["tau"]), x64, seed, json_out, quiet, no_cache, {"--out": out}, [model])
+    run = start(float(meta["tau"]), x64, seed, json_out, quiet, no_cache, {"--out": out},
+                [model] + specs.input_files(d_spec))
     import numpy as np
 
     from satjax import forward as F
@@ -547,6 +574,10 @@ def optimize(data: DataSpec,
     if objective in ("eta", "c1"):
         if perturb is None:
             raise InputError(f"--objective {objective} needs --perturb")
+    elif perturb is not None:
+        raise InputError(f"--perturb is used only by --objective eta or c1; got --objective "
+                         f"{objective}: drop --perturb")
+    if perturb is not None:
         q_spec = specs.parse_perturbation(perturb)
         check_dims(d_spec, None, q_spec)
     check_range("--steps", steps, 1, 100_000)
@@ -554,7 +585,8 @@ def optimize(data: DataSpec,
     check_range("--n-time", n_time, 4, 1024)
     if not (math.isfinite(lr) and 0 < lr <= 10):
         raise InputError(f"--lr must be a number in (0, 10]; got {lr}")
-    run = start(tau, x64, seed, json_out, quiet, no_cache, {"--plot": plot})
+    run = start(tau, x64, seed, json_out, quiet, no_cache, {"--plot": plot},
+                specs.input_files(d_spec, q_spec))
     import numpy as np
 
     from satjax import optimize as O
@@ -638,7 +670,8 @@ def steps_cmd(data: DataSpec, protocol: ProtocolSpec,
     check_range("--reference-steps", reference_steps, 1, 100_000)
     if model is not None and not Path(model).is_dir():
         raise InputError(f"--model {model!r} is not a folder")
-    run = start(tau, x64, seed, json_out, quiet, no_cache, {"--plot": plot}, [model])
+    run = start(tau, x64, seed, json_out, quiet, no_cache, {"--plot": plot},
+                [model] + specs.input_files(d_spec))
     from satjax import steps as ST
 
     d = specs.build_data(d_spec)
@@ -722,6 +755,9 @@ def measure_cmd(trajectories: Annotated[str, typer.Option("--trajectories", help
     t, x, v, convention = MS.read_trajectories(trajectories)
     console = Console(json_stdout=json_out == "-", quiet=quiet)
     r = MS.measure_trajectories(t, x, v, convention=convention)
+    if not r["finite"]:
+        raise NumericalError(f"{', '.join(r['overflow'])} overflow float64 for "
+                             f"{trajectories!r}: rescale the times or the velocities")
     K, N, dim = x.shape
     payload = {"trajectories": trajectories, "convention": convention, "K": K, "n": N, "d": dim,
                **{k: r[k] for k in ("cost", "cost_stderr", "cost_method", "length",
@@ -812,6 +848,10 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | sch
     targets = {f"{n}.{ext}": str(folder / f"{n}.{ext}") for n in names for ext in ("json", "png")}
     if folder.exists():
         check_outputs(targets)
+    written = {_resolve_quietly(v) for v in targets.values()}
+    if json_out not in (None, "-") and _resolve_quietly(json_out) in written:
+        raise InputError(f"--json {json_out!r} is a file that the experiment writes itself "
+                         "into --out; give another file")
     run = start(1.0 if tau is None else tau, x64, seed, json_out, quiet, no_cache)
     folder.mkdir(parents=True, exist_ok=True)
     from satjax import experiments
@@ -824,6 +864,13 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | sch
         results[n] = experiments.run_and_save(n, folder, run.console, **settings)
     finish(run, {k: {kk: v[kk] for kk in ("cases", "all_verdicts_hold", "summary") if kk in v}
                  for k, v in results.items()})
+
+
+def _resolve_quietly(path: str) -> Path:
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError):
+        return Path(path)
 
 
 # ----------------------------------------------------------------------------------- bench

@@ -71,7 +71,8 @@ def measure_trajectories(t, x, v, *, convention: str = "paper") -> dict:
 
     Returns a dict with ``t`` (K,) in the paper's time (increasing), ``kinetic`` and
     ``kinetic_stderr`` (K,), ``t_mid`` and ``acceleration`` / ``acceleration_stderr`` (K − 1,),
-    ``cost`` / ``cost_stderr``, ``length`` / ``length_stderr`` (delta method), ``n``.
+    ``cost`` / ``cost_stderr``, ``length`` / ``length_stderr`` (delta method), ``n``; ``finite``
+    is False when a quantity overflows float64, and ``overflow`` names those quantities.
 
     Raises:
       TrajectoryError: shapes, non-finite values, non-monotone times, unknown convention.
@@ -84,23 +85,30 @@ def measure_trajectories(t, x, v, *, convention: str = "paper") -> dict:
     if t[1] < t[0]:  # order by increasing paper time
         t, x, v = t[::-1], x[::-1], v[::-1]
     n = x.shape[1]
-    sq = np.sum(v**2, -1)  # (K, N)
-    kinetic = sq.mean(1)
-    kinetic_se = sq.std(1, ddof=1) / math.sqrt(n)
-    w = np.zeros_like(t)
-    dt = np.diff(t)
-    w[:-1] += 0.5 * dt
-    w[1:] += 0.5 * dt
-    per_path = w @ sq
-    cost, cost_se = per_path.mean(), per_path.std(ddof=1) / math.sqrt(n)
-    speed = np.sqrt(kinetic)
-    length = w @ speed
-    lin = w @ (sq / (2.0 * np.maximum(speed, 1e-300))[:, None])
-    length_se = lin.std(ddof=1) / math.sqrt(n)
-    acc = np.sum(((v[1:] - v[:-1]) / dt[:, None, None]) ** 2, -1)  # (K - 1, N)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # overflow is reported through ``finite`` (and by the CLI as a numerical failure)
+        sq = np.sum(v**2, -1)  # (K, N)
+        kinetic = sq.mean(1)
+        kinetic_se = sq.std(1, ddof=1) / math.sqrt(n)
+        w = np.zeros_like(t)
+        dt = np.diff(t)
+        w[:-1] += 0.5 * dt
+        w[1:] += 0.5 * dt
+        per_path = w @ sq
+        cost, cost_se = per_path.mean(), per_path.std(ddof=1) / math.sqrt(n)
+        speed = np.sqrt(kinetic)
+        length = w @ speed
+        lin = w @ (sq / (2.0 * np.maximum(speed, 1e-300))[:, None])
+        length_se = lin.std(ddof=1) / math.sqrt(n)
+        acc = np.sum(((v[1:] - v[:-1]) / dt[:, None, None]) ** 2, -1)  # (K - 1, N)
+        acc_mean, acc_se = acc.mean(1), acc.std(1, ddof=1) / math.sqrt(n)
+        t_mid = 0.5 * t[1:] + 0.5 * t[:-1]
+    overflow = [name for name, a in (("time steps", dt), ("E|v|^2", kinetic), ("cost", cost),
+                                     ("length", length), ("E|Dv/Dt|^2", acc_mean))
+                if not np.all(np.isfinite(a))]
     return {"t": t, "kinetic": kinetic, "kinetic_stderr": kinetic_se,
-            "t_mid": 0.5 * (t[1:] + t[:-1]), "acceleration": acc.mean(1),
-            "acceleration_stderr": acc.std(1, ddof=1) / math.sqrt(n),
+            "t_mid": t_mid, "acceleration": acc_mean,
+            "acceleration_stderr": acc_se, "finite": not overflow, "overflow": overflow,
             "cost": float(cost), "cost_stderr": float(cost_se),
             "cost_method": "trapezoid over the given times, mean over trajectories (Eq. G20)",
             "length": float(length), "length_stderr": float(length_se), "n": int(n),

@@ -324,6 +324,11 @@ def data_dim(spec: Spec) -> Optional[int]:
     return None
 
 
+def input_files(*spec_list: Optional[Spec]) -> list:
+    """The files the given specs read (``npy:path=...``), for the output checks."""
+    return [s.params["path"] for s in spec_list if s is not None and s.name == "npy"]
+
+
 def protocol_dim(spec: Spec) -> Optional[int]:
     return 2 if spec.name == "rotating" else None
 
@@ -400,5 +405,5 @@ def build_perturbation(spec: Spec):
 
 
 __all__ = ["DATA", "PERTURBATIONS", "PROTOCOLS", "SEED_MAX", "Spec", "SpecError", "build_data",
-           "build_perturbation", "build_protocol", "data_dim", "parse_data",
+           "build_perturbation", "build_protocol", "data_dim", "input_files", "parse_data",
            "parse_perturbation", "parse_protocol", "protocol_dim"]

@@ -125,7 +125,8 @@ def test_round_trips(name, make):
     np.testing.assert_allclose(_f(C.sigma_of_log_snr(lam)), _f(sig), rtol=1e-12)
     s = C.to_flow_time(t, tau)
     np.testing.assert_allclose(_f(C.from_flow_time(s, tau)), _f(t), rtol=1e-15, atol=1e-15)
-    np.testing.assert_allclose(_f(s), 1.0 - _f(t) / tau, rtol=0, atol=1e-16)
+    # 1 ulp: XLA may evaluate t/τ as t·(1/τ) (jax 0.10 does for some τ)
+    np.testing.assert_allclose(_f(s), 1.0 - _f(t) / tau, rtol=0, atol=2.3e-16)
     # the ends map back to themselves
     assert float(C.t_of_sigma(sch, C.sigma_of_t(sch, 0.0))) == 0.0
     np.testing.assert_allclose(float(C.t_of_sigma(sch, C.sigma_of_t(sch, tau))), tau,

@@ -7,6 +7,12 @@ written before validation passes.
 
 import json
 import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -170,7 +176,7 @@ def test_model_folder_problems(tmp_path):
                                                           "tau": 1.0}))
     expect_error(["sample", "--model", str(tmp_path), "--out", str(tmp_path / "s")], ".npy")
     expect_error(["sample", "--model", str(tmp_path), "--out", str(tmp_path / "s.npy"),
-                  "--json", str(tmp_path / "s.npy")], "distinct")
+                  "--json", str(tmp_path / "s.npy")], "inside", "input")
     expect_error(["sample", "--model", str(tmp_path), "--n", "2000000000"], "--n")
     expect_error(["bound", "--data", GMM, "--protocol", "cosine", "--perturb", "shift:0.1",
                   "--model", str(tmp_path / "nope")], "--model")
@@ -201,3 +207,143 @@ def test_earlier_outputs_survive_a_failure(tmp_path):
     expect_error(["path", "--data", GMM, "--protocol", "COSINE", "--json", str(out)], "COSINE")
     assert json.loads(out.read_text()) == {"earlier": True}
     assert os.listdir(tmp_path) == ["keep.json"]
+
+
+# ------------------------------------------------------------ round three (issue 25)
+
+
+def test_outputs_never_overwrite_inputs_or_owned_files(files, tmp_path):
+    data = files["good"]
+    before = open(data, "rb").read()
+    spec = f"npy:path={data},width=0.1"
+    expect_error(["path", "--data", spec, "--protocol", "cosine", "--json", data], "--json",
+                 "input")
+    expect_error(["optimize", "--data", spec, "--json", data], "--json", "input")
+    expect_error(["path", "--data", spec, "--protocol", "cosine", "--plot", data], "--plot",
+                 "input")
+    assert open(data, "rb").read() == before
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"keep": 1}')
+    expect_error(["train", "--data", GMM, "--protocol", "cosine", "--out", str(model), "--json",
+                  str(model / "config.json")], "--json", "--out")
+    expect_error(["train", "--data", GMM, "--protocol", "cosine", "--out", str(model), "--json",
+                  str(model / "new.json")], "--json", "--out")
+    assert (model / "config.json").read_text() == '{"keep": 1}'
+    out = tmp_path / "out"
+    expect_error(["reproduce", "fig6", "--out", str(out), "--json", str(out / "fig6.json")],
+                 "--json", "writes itself")
+    expect_error(["reproduce", "fig6", "--out", str(out), "--json", str(out / "fig6.png")],
+                 "--json", "writes itself")
+    (model / "satjax_cli.json").write_text(json.dumps({"data": GMM, "protocol": "cosine",
+                                                       "tau": 1.0}))
+    expect_error(["sample", "--model", str(model), "--out", str(model / "s.npy")], "--out",
+                 "input")
+    assert sorted(p.name for p in model.iterdir()) == ["config.json", "satjax_cli.json"]
+
+
+def test_symlink_loops_are_one_line_exit_2(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    expect_error(["measure", "--trajectories", str(a)], str(a))
+    expect_error(["path", "--data", f"npy:path={a},width=0.1", "--protocol", "cosine"], str(a))
+    expect_error(["bound", "--data", GMM, "--protocol", "cosine", "--perturb",
+                  f"npy:path={a},width=0.1"], str(a))
+    expect_error(["path", "--data", GMM, "--protocol", "cosine", "--json", str(a)], str(a))
+
+
+@pytest.mark.parametrize("meta,needle", [
+    ({"data": GMM, "protocol": "cosine", "tau": None}, "tau"),
+    ({"data": GMM, "protocol": "cosine", "tau": "1"}, "tau"),
+    ({"data": GMM, "protocol": "cosine", "tau": -1.0}, "tau"),
+    ({"data": GMM, "protocol": "cosine", "tau": True}, "tau"),
+    ({"data": 3, "protocol": "cosine", "tau": 1.0}, "data"),
+    ({"data": GMM, "protocol": None, "tau": 1.0}, "protocol"),
+])
+def test_corrupt_model_config_is_named(tmp_path, meta, needle):
+    (tmp_path / "satjax_cli.json").write_text(json.dumps(meta))
+    line = expect_error(["sample", "--model", str(tmp_path), "--out", str(tmp_path / "s.npy")],
+                        needle, "satjax_cli.json")
+    assert "retrain or restore" in line
+
+
+def test_unused_or_bad_perturbation_is_an_error():
+    expect_error(["optimize", "--data", GMM, "--objective", "c2", "--perturb", "shift:0.1"],
+                 "--perturb", "c2")
+    expect_error(["optimize", "--data", GMM, "--objective", "c2", "--perturb", "wobble:1"],
+                 "--perturb")
+    expect_error(["optimize", "--data", GMM, "--objective", "c1", "--perturb", "wobble:1"],
+                 "wobble")
+
+
+@pytest.mark.parametrize("case", ["times", "velocities", "acceleration"])
+def test_measure_overflow_is_a_numerical_failure(tmp_path, case):
+    K, N = 5, 8
+    t = np.linspace(0.0, 1.0, K)
+    x = np.zeros((K, N, 1))
+    v = np.ones((K, N, 1))
+    if case == "times":
+        t = np.array([-1.7e308, -1e308, 0.0, 1e308, 1.7e308])  # differences overflow
+    elif case == "velocities":
+        v = np.full((K, N, 1), 1e200)  # squares overflow
+    else:
+        t = np.array([0.0, 1e-300, 2e-300, 3e-300, 4e-300])  # (Δv/Δt)² overflows
+        v = np.arange(K, dtype=float)[:, None, None] * np.ones((K, N, 1))
+    f = tmp_path / "traj.npz"
+    np.savez(f, t=t, x=x, v=v, convention="paper")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # NumPy warnings on the user's terminal
+        res = invoke(["measure", "--trajectories", str(f), "--json", str(tmp_path / "m.json")])
+    assert res.exit_code == 4, res.output
+    assert "overflow" in res.output and "Warning" not in res.output
+    assert not (tmp_path / "m.json").exists()
+
+
+def _satjax(args, env=None, stdout=subprocess.PIPE):
+    return subprocess.run([sys.executable, "-m", "satjax", *args], stdout=stdout,
+                          stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+                          timeout=600)
+
+
+def test_failed_writes_are_exit_4_and_ascii_terminals_work(tmp_path):
+    """One process run per concern, each a real command (no in-process CLI): stdout on a device
+    that refuses writes, a --json file that is such a device, and an ASCII-only terminal."""
+    args = ["path", "--data", GMM, "--protocol", "cosine", "--quiet", "--n-time", "8"]
+    with open("/dev/full", "w") as full:
+        res = _satjax(args + ["--json", "-"], stdout=full)
+    assert res.returncode == 4, res.stderr
+    assert "error: cannot write" in res.stderr and "Traceback" not in res.stderr
+    dev = tmp_path / "full"
+    try:
+        os.mknod(dev, 0o600 | stat.S_IFCHR, os.makedev(1, 7))
+    except (PermissionError, OSError):
+        dev = None
+    if dev is not None:
+        res = _satjax(args + ["--json", str(dev)])
+        assert res.returncode == 4, res.stdout + res.stderr
+        assert f"cannot write {str(dev)!r}" in res.stderr
+    res = _satjax(args, env={"PYTHONIOENCODING": "ascii"})
+    assert res.returncode == 0, res.stderr
+    assert "+/-" in res.stdout and "Traceback" not in res.stderr
+
+
+def test_ctrl_c_at_any_moment_is_one_line_exit_130():
+    for delay in (0.3, 1.0, 3.0):
+        proc = subprocess.Popen([sys.executable, "-m", "satjax", "path", "--data", GMM,
+                                 "--protocol", "cosine", "--quiet"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+        if proc.returncode == 0:  # finished before the signal (a fast machine)
+            continue
+        assert proc.returncode == 130, (delay, proc.returncode, err)
+        assert "Traceback" not in err and err.strip().splitlines() == ["error: interrupted"], err
+
+
+def test_help_texts_say_the_defaults():
+    res = invoke(["train", "--help"])
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    assert "float64 (default)" not in text and "x32" in text

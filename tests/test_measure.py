@@ -218,7 +218,7 @@ def test_bad_outputs_fail_before_reading(flow_files, tmp_path):
     assert res.exit_code == 2 and "does not exist" in res.output
     res = runner.invoke(app, ["measure", "--trajectories", str(flow_files["paper"]),
                               "--json", str(flow_files["paper"])])
-    assert res.exit_code == 2 and "also an input" in res.output
+    assert res.exit_code == 2 and "is an input" in res.output
 
 
 # ------------------------------------------------------------------------- a PyTorch writer

@@ -36,7 +36,7 @@ from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
 from satjax import univariate as U
-from satjax._util import as_float, gauss_legendre, is_concrete
+from satjax._util import as_float, gauss_legendre, is_concrete, map_over_nodes
 from satjax.mixtures import GaussianMixture
 
 __all__ = [
@@ -119,15 +119,18 @@ def _wpp_1d(P, Q, p, n_panels, n_gauss):
     # uniform in z (these follow the mass wherever it is, whatever the component widths).
     z = jnp.linspace(-_TAIL_Z, _TAIL_Z, n_panels, dtype=scale.dtype)
     lu, lv = log_ndtr(z), log_ndtr(-z)
-    x_level = jax.vmap(partial(U.quantile_at, Ps))(lu, lv, z)
-    s_level = x_level + jax.vmap(partial(U.quantile_at, Qs))(lu, lv, z)
+    # every vmap below holds (points × components) work arrays: batched for many components
+    per = 16 * (P[1].shape[0] + Q[1].shape[0])
+    x_level = map_over_nodes(lambda a: U.quantile_at(Ps, *a), (lu, lv, z), per)
+    s_level = x_level + map_over_nodes(lambda a: U.quantile_at(Qs, *a), (lu, lv, z), per)
     s_median = s_level[n_panels // 2]  # about the level u = 1/2: where the residual switches form
     edges = jnp.sort(jnp.concatenate([jnp.linspace(lo_P + lo_Q, hi_P + hi_Q, n_panels), s_level]))
     a, b = edges[:-1], edges[1:]
 
     # x(s) − y(s) has the sign of F_Q(s/2) − F_P(s/2); for p = 1 the integrand has a kink where
     # it vanishes, so each panel is split there (at its midpoint when there is no sign change).
-    r = sg(jax.vmap(partial(_bisect_sign_change, lambda s: _cdf_gap(Ps, Qs, 0.5 * s)))(a, b))
+    r = sg(map_over_nodes(
+        lambda ab: _bisect_sign_change(lambda s: _cdf_gap(Ps, Qs, 0.5 * s), *ab), (a, b), per))
     s1, w1 = gauss_legendre(n_gauss, a[:, None], r[:, None])
     s2, w2 = gauss_legendre(n_gauss, r[:, None], b[:, None])
     s = jnp.concatenate([s1.ravel(), s2.ravel()])
@@ -148,7 +151,7 @@ def _wpp_1d(P, Q, p, n_panels, n_gauss):
         # du/ds = p_P p_Q / (p_P + p_Q), the rate at which the common level u = F_P(x) rises.
         return jnp.abs(x - y) ** p * jnp.exp(lp + lq - jnp.logaddexp(lp, lq))
 
-    return jnp.sum(w * jax.vmap(point)(s))
+    return jnp.sum(w * map_over_nodes(point, s, per))
 
 
 def _check_p(p):
