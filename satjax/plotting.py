@@ -55,16 +55,33 @@ def plot_fig6(res: dict, filename: str) -> None:
     ax.legend(fontsize=7)
     ax = axs[1, 0]
     cases = res["cases"]
-    labels = [f"{c['protocol']}\n{c['perturb']}" for c in cases]
-    pos = np.arange(len(cases))
-    for k, (key, name) in enumerate((("eta", r"$\eta$"), ("c1", "$c_1$"), ("c2", "$c_2$"))):
-        ax.bar(pos + (k - 1) * 0.27, [c[key] for c in cases], width=0.27, label=name)
+    # one tick per perturbation; the protocols side by side within it (colour), the three
+    # quantities by marker: 27 stacked "protocol / perturbation" labels were unreadable
+    perts = list(dict.fromkeys(c["perturb"] for c in cases))
+    protos = list(dict.fromkeys(c["protocol"] for c in cases))
+    width = 0.7 / max(len(protos), 1)
+    for c in cases:
+        j = protos.index(c["protocol"])
+        xc = perts.index(c["perturb"]) + (j - (len(protos) - 1) / 2) * width
+        col = f"C{j}"
+        eta, c1, c2 = (np.nan if c[k] is None else c[k] for k in ("eta", "c1", "c2"))
+        ax.plot([xc, xc], [eta, c2], "-", color=col, lw=0.8, alpha=0.6)
+        ax.plot(xc, c2, "o", color=col, ms=4)
+        ax.plot(xc, c1, "^", color=col, ms=4)
+        ax.plot(xc, eta, "x", color="k", ms=4)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=f"C{j}", marker="s", ls="", label=p)
+               for j, p in enumerate(protos)]
+    handles += [Line2D([], [], color="0.3", marker=m, ls="", label=lab)
+                for m, lab in (("o", "$c_2$"), ("^", "$c_1$"), ("x", r"$\eta$"))]
     ax.set_yscale("log")
-    ax.set_xticks(pos)
-    ax.set_xticklabels(labels, fontsize=7, rotation=45, ha="right")
+    ax.set_xticks(np.arange(len(perts)))
+    ax.set_xticklabels(perts, fontsize=7, rotation=30, ha="right")
+    ax.set_xlabel("reverse-start perturbation")
     ax.set_ylabel("value")
     ax.set_title(r"(c) $\eta \leq c_1 \leq c_2$ per protocol and perturbation")
-    ax.legend(fontsize=8)
+    ax.legend(handles=handles, fontsize=7, ncol=2)
     ax = axs[1, 1]
     pert = res["settings"]["perturbations"][0]
     for pname, col in zip(res["settings"]["protocols"], ("C0", "C1", "C2")):
