@@ -67,11 +67,22 @@ def map_over_nodes(fn, ts, elements_per_node: int):
     64-node integral over 10⁵ samples in 784-D would hold 20 GB). ``lax.map`` with a batch
     size keeps memory bounded and the cost linear in the number of nodes.
     """
-    n = jax.tree_util.tree_leaves(ts)[0].shape[0]
+    tree = jax.tree_util
+    n = tree.tree_leaves(ts)[0].shape[0]
     batch = int(max(1, min(n, NODE_BATCH_ELEMENTS // max(1, int(elements_per_node)))))
     if batch >= n:
         return jax.vmap(fn)(ts)
-    return jax.lax.map(fn, ts, batch_size=batch)
+    # equal batches (the last padded by repeating the first node, then dropped): explicit,
+    # rather than lax.map's batch_size, whose remainder handling is version-dependent
+    n_batch = -(-n // batch)
+    pad = n_batch * batch - n
+
+    def split(a):
+        a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,) + a.shape[1:])]) if pad else a
+        return a.reshape((n_batch, batch) + a.shape[1:])
+
+    out = jax.lax.map(jax.vmap(fn), tree.tree_map(split, ts))
+    return tree.tree_map(lambda a: a.reshape((n_batch * batch,) + a.shape[2:])[:n], out)
 
 
 def map_over_points(fn, x, bytes_per_point: int, budget: int):
