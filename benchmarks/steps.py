@@ -1,5 +1,8 @@
-"""Sampling-step grids compared: uniform in t, uniform in log-SNR, EDM ρ = 7, equal W2 length and
-satjax's optimised grid (issue 14), at N = 4, 8, 16, 32 with Euler and Heun.
+"""Sampling-step grids compared: uniform in t, uniform in log-SNR, EDM ρ = 7, equal W2 length
+(equal increments of ∫ sqrt(E‖ν‖²) dt: the equal-cost placement with the kinetic profile as
+local cost), "ays-interp" (the optimised grid of the previous N carried to this N log-linearly
+in σ, Align Your Steps' rule, :func:`satjax.export.interpolate_grid`) and satjax's optimised grid
+(issue 14), at N = 4, 8, 16, 32 with Euler and Heun.
 
     python benchmarks/steps.py [--quick] [--out DIR] [--name NAME]
     satjax bench --steps [--quick] [--out DIR]                       (the same)
@@ -39,7 +42,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-GRID_ORDER = ("uniform", "log-snr", "edm", "w2-length", "optimised")
+GRID_ORDER = ("uniform", "log-snr", "edm", "w2-length", "ays-interp", "optimised")
 
 
 def settings(quick: bool = False) -> dict:
@@ -180,6 +183,7 @@ def run(quick: bool = False, say=print) -> dict:
 
     jax.config.update("jax_enable_x64", True)
     from satjax import bench
+    from satjax import export as EX
     from satjax import mixtures as M
     from satjax import schedules as S
     from satjax import steps as ST
@@ -201,11 +205,16 @@ def run(quick: bool = False, say=print) -> dict:
             say(f"... {dname} / {pname}: problem built in {time.perf_counter() - t0:.1f} s "
                 f"({problem.objective})")
             for solver in cfg["solvers"]:
+                previous = None
                 for n in cfg["ns"]:
                     t0 = time.perf_counter()
                     res = ST.optimize_steps(p, data, n, solver=solver, steps=iters, lr=lr,
                                             problem=problem)
                     errs = {**res.errors_standard, "optimised": res.error}
+                    if previous is not None:  # Align Your Steps' rule: the previous optimum
+                        errs["ays-interp"] = problem.error(     # carried log-linearly in σ
+                            EX.interpolate_grid(p, previous, n), solver, "test")
+                    previous = res.t
                     std_best = min(res.errors_standard, key=res.errors_standard.get)
                     rows.append({
                         "data": dname, "protocol": pname, "solver": solver, "n": n,

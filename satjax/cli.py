@@ -654,14 +654,35 @@ def steps_cmd(data: DataSpec, protocol: ProtocolSpec,
               iterations: Annotated[int, typer.Option("--iterations", help="Adam iterations on the grid (0: only compare the standard grids).")] = 300,
               lr: Annotated[float, typer.Option("--lr", help="Adam learning rate > 0 (on the grid's logits).")] = 0.05,
               reference_steps: Annotated[int, typer.Option("--reference-steps", help="RK4 steps of the reference solves (n-D data, --model).")] = 512,
+              velocity: Annotated[Optional[str], typer.Option("--velocity", help="A velocity written outside satjax, MODULE:FUNCTION or FILE.py:FUNCTION, f(x: numpy (n, d), t: float) -> numpy (n, d); optimised without its gradients (central differences in the grid).")] = None,
+              velocity_convention: Annotated[str, typer.Option("--velocity-convention", help="Time of --velocity: paper (t = 0 data, tau noise; dx/dt) | flow-matching (s = 1 - t/tau, 0 noise; dx/ds) | edm (sigma, state x/m_t; dy/dsigma).")] = "paper",
+              export_format: Annotated[str, typer.Option("--format", help="The list to paste, under 'export': json (t) | k-diffusion (sigmas + 0) | comfyui (ManualSigmas string) | diffusers (VP: integer timesteps; cond-OT: sigmas) | flow-matching (t/tau, 1 to 0).")] = "json",
+              interpolate: Annotated[Optional[int], typer.Option("--interpolate", help="Also carry the optimised grid to M steps (log-linear in sigma, as Align Your Steps) and score it against the uniform M-step grid; 'export' is then the M-step list.")] = None,
+              shift: Annotated[Optional[float], typer.Option("--shift", help="--format diffusers on cond-OT: the shift S of FlowMatchEulerDiscreteScheduler; the sigmas are pre-compensated for it.")] = None,
               plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of the grids and their held-out errors.")] = None,
               tau: Tau = 1.0, x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
               quiet: Quiet = False, no_cache: NoCache = False):
     """The N + 1 sampling times that minimise an N-step Euler/Heun sampler's error (gradient
-    descent through the sampler, started from the best standard grid)."""
+    descent through the sampler, started from the best standard grid), exported for other
+    samplers (--format) and carried to other step counts (--interpolate)."""
     d_spec, p_spec = specs.parse_data(data), specs.parse_protocol(protocol)
     check_dims(d_spec, p_spec)
     check_range("--n", n, 1, 1024)
+    from satjax.export import FORMATS
+
+    if export_format not in FORMATS:
+        raise InputError(f"--format must be one of {', '.join(FORMATS)}; got {export_format!r}")
+    if interpolate is not None:
+        check_range("--interpolate", interpolate, 2, 1024)
+    if shift is not None and not (math.isfinite(shift) and shift > 0):
+        raise InputError(f"--shift must be a finite number > 0; got {shift}")
+    if velocity is not None and model is not None:
+        raise InputError("give --model or --velocity, not both")
+    if velocity_convention not in ("paper", "flow-matching", "edm"):
+        raise InputError("--velocity-convention must be paper, flow-matching or edm; got "
+                         f"{velocity_convention!r}")
+    if velocity_convention != "paper" and velocity is None:
+        raise InputError("--velocity-convention needs --velocity")
     if solver not in ("euler", "heun"):
         raise InputError(f"--solver must be euler or heun; got {solver!r}")
     check_range("--iterations", iterations, 0, 100_000)
@@ -670,21 +691,47 @@ def steps_cmd(data: DataSpec, protocol: ProtocolSpec,
     check_range("--reference-steps", reference_steps, 1, 100_000)
     if model is not None and not Path(model).is_dir():
         raise InputError(f"--model {model!r} is not a folder")
+    velocity_file = velocity.rsplit(":", 1)[0] if velocity and ":" in velocity else None
     run = start(tau, x64, seed, json_out, quiet, no_cache, {"--plot": plot},
-                [model] + specs.input_files(d_spec))
+                [model, velocity_file if velocity_file and velocity_file.endswith(".py")
+                 else None] + specs.input_files(d_spec))
+    fn = _load_velocity(velocity) if velocity is not None else None
+    from satjax import export as EX
     from satjax import steps as ST
 
     d = specs.build_data(d_spec)
     p = specs.build_protocol(p_spec, tau=tau, data=d, key=run.key(3))
-    fld = _load_model(model, d, p, allow_mismatch) if model is not None else None
-    res = ST.optimize_steps(p, d, n, solver=solver, velocity=fld, steps=iterations, lr=lr,
-                            key=run.key(0), reference_steps=reference_steps)
+    if fn is not None:
+        fld = ST.HostVelocity(fn, p, velocity_convention, name=velocity)
+    else:
+        fld = _load_model(model, d, p, allow_mismatch) if model is not None else None
+    # the export must be possible before the optimisation runs (checked on the uniform grid)
+    EX.export_grid(p, ST.uniform_grid(p, interpolate or n), export_format, shift=shift)
+    problem = ST.make_problem(p, d, velocity=fld, key=run.key(0),
+                              reference_steps=reference_steps)
+    res = ST.optimize_steps(p, d, n, solver=solver, steps=iterations, lr=lr, problem=problem)
     if not (math.isfinite(res.error) and math.isfinite(res.error_uniform)):
         raise NumericalError("the sampler's error is not finite (NaN or inf samples)")
     out = res.to_dict()
-    payload = {"data": data, "protocol": protocol, "model": model,
+    payload = {"data": data, "protocol": protocol, "model": model, "velocity": velocity,
+               "velocity_convention": velocity_convention if velocity else None,
                **{k: out.pop(k) for k in ("t", "t_flow", "sigmas", "error", "error_uniform", "n")},
                **out}
+    exported = EX.export_grid(p, res.t, export_format, shift=shift)
+    payload["export_optimised"] = exported
+    if interpolate is not None:
+        t_m = EX.interpolate_grid(p, res.t, interpolate)
+        e_m = problem.error(t_m, solver, "test")
+        e_u = problem.error(ST.uniform_grid(p, interpolate), solver, "test")
+        exported = EX.export_grid(p, t_m, export_format, shift=shift)
+        payload["interpolated"] = {
+            "m": interpolate, "t": [float(v) for v in t_m], "error": e_m, "error_uniform": e_u,
+            "improvement_vs_uniform": 1.0 - e_m / e_u if e_u > 0 else 0.0,
+            "method": "log-linear interpolation in sigma of the optimised N-step grid "
+                      "(Align Your Steps' rule), scored on the same held-out set"}
+    payload["export"] = exported["export"]
+    payload["export_format"] = export_format
+    payload["export_conversion"] = exported["conversion"]
     if payload["sigmas"] is None:
         payload["sigmas_status"] = (f"undefined: protocol {protocol!r} is not a noise schedule "
                                     "(sigma = sigma_t/m_t needs m_t and sigma_t)")
@@ -704,12 +751,55 @@ def steps_cmd(data: DataSpec, protocol: ProtocolSpec,
     run.console.say("t (paper time, tau -> 0): " + " ".join(f"{v:.6g}" for v in res.t))
     if res.sigmas is not None:
         run.console.say("sigmas: " + " ".join(f"{v:.6g}" for v in res.sigmas))
+    if interpolate is not None:
+        itp = payload["interpolated"]
+        run.console.say(f"interpolated to M = {interpolate} steps: held-out error "
+                        f"{itp['error']:.4g}, uniform {itp['error_uniform']:.4g} "
+                        f"({100 * (itp['error'] / itp['error_uniform'] - 1):+.1f} %)")
+    run.console.say(f"export ({export_format}"
+                    + (f", M = {interpolate}" if interpolate is not None else "") + "): "
+                    + json.dumps(payload["export"]))
+    run.console.say(f"conversion: {payload['export_conversion']}")
     if plot:
         from satjax.report import jsonable, write_png
 
         write_png(_plot_steps, jsonable(payload), plot)
         run.console.say(f"wrote {plot}")
     finish(run, payload)
+
+
+def _load_velocity(spec: str):
+    """The callable named by MODULE:FUNCTION or FILE.py:FUNCTION (imported now, so a bad name
+    fails before any computation)."""
+    import importlib
+    import importlib.util
+
+    if ":" not in spec:
+        raise InputError(f"--velocity must be MODULE:FUNCTION or FILE.py:FUNCTION; got {spec!r}")
+    where, name = spec.rsplit(":", 1)
+    try:
+        if where.endswith(".py") or os.sep in where:
+            if not Path(where).is_file():
+                raise InputError(f"--velocity: no file {where!r}")
+            mod_spec = importlib.util.spec_from_file_location(Path(where).stem, where)
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(where)
+    except InputError:
+        raise
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:
+        raise InputError(f"--velocity: importing {where!r} failed: {type(err).__name__}: {err}")
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise InputError(f"--velocity: {where!r} has no {name!r}")
+    if not callable(fn):
+        raise InputError(f"--velocity: {spec!r} is not callable")
+    return fn
 
 
 def _plot_steps(report: dict, filename: str) -> None:

@@ -127,6 +127,10 @@ class Exact(Estimator):
     def has_nodes(self) -> bool:
         return False
 
+    def elements_per_node(self, data) -> int:
+        """A closed form holds a few d × d matrices per node."""
+        return 16 * data.dim ** 2
+
     def rates(self, protocol, data, t, *, speed: bool = True) -> NodeRates:
         r = protocol.exact_rates(data, as_float(t))
         return NodeRates(kinetic=r.kinetic, speed_sq=r.speed_sq, score_flux=r.score_flux,

@@ -164,6 +164,17 @@ class Schedule(LinearForce):
         """
         return self.t_of_log_snr(-2.0 * jnp.log(sigma))
 
+    def ddpm_betas(self, n: int = 1000):
+        """(β_k, k = 0 … n − 1, of the diffusers DDPM table that discretises this VP schedule,
+        the table's diffusers settings), or None when diffusers has no such table
+        (:mod:`satjax.export`)."""
+        return None
+
+    @property
+    def is_rectified_flow(self) -> bool:
+        """Whether m = 1 − t/τ and σ = t/τ (cond-OT): t/τ is then diffusers' flow-matching σ."""
+        return False
+
     def validate(self, n_grid: int = 257) -> "Schedule":
         """Raise ValueError unless m_0 = 1, σ_0 = 0 and ∂_t(σ/m) ≥ 0 on a grid (Eq. 24)."""
         if not is_concrete(self):
@@ -213,6 +224,10 @@ def _s(sched, t):
 class ConditionalOT(Schedule):
     """cond-OT / rectified flow: m = 1 − t/τ, σ = t/τ (Eq. 28)."""
 
+    @property
+    def is_rectified_flow(self) -> bool:
+        return True
+
     def m(self, t):
         return 1.0 - _s(self, t)
 
@@ -245,6 +260,17 @@ class ConditionalOT(Schedule):
 
 class Cosine(Schedule):
     """Cosine schedule: m = cos(πt/2τ), σ = sin(πt/2τ) (Eq. 32)."""
+
+    def ddpm_betas(self, n: int = 1000):
+        """diffusers' ``"squaredcos_cap_v2"`` (Nichol & Dhariwal 2021): ᾱ(u) ∝ cos²((u + 0.008)/1.008
+        · π/2), β_j = min(1 − ᾱ((j + 1)/n)/ᾱ(j/n), 0.999); it has an offset 0.008 this schedule
+        does not have."""
+        def abar(u):
+            return np.cos((u + 0.008) / 1.008 * np.pi / 2) ** 2
+
+        j = np.arange(n)
+        return (np.minimum(1.0 - abar((j + 1) / n) / abar(j / n), 0.999),
+                f'beta_schedule="squaredcos_cap_v2", num_train_timesteps={n}')
 
     def m(self, t):
         return jnp.cos(0.5 * jnp.pi * _s(self, t))
@@ -284,6 +310,15 @@ class VPLinear(Schedule):
 
     beta_min: jax.Array = 0.1
     beta_max: jax.Array = 20.0
+
+    def ddpm_betas(self, n: int = 1000):
+        """diffusers' ``"linear"`` table with ``beta_start`` = β_min/n, ``beta_end`` = β_max/n
+        (β_min = 0.1, β_max = 20, n = 1000: DDPM's 1e-4 … 0.02): ᾱ_k = ∏_{j ≤ k}(1 − β_j)
+        discretises m_t² = exp(−∫β) on n steps."""
+        b0, b1 = float(self.beta_min) / n, float(self.beta_max) / n
+        return (np.linspace(b0, b1, n),
+                f'beta_schedule="linear", beta_start={b0:g}, beta_end={b1:g}, '
+                f"num_train_timesteps={n}")
 
     def _log_m(self, t):
         s = _s(self, t)

@@ -29,7 +29,11 @@ depends strongly on where the N steps go. This module
     one set of starts, reported on another;
 
 * and **optimises** the grid by gradient descent (Adam on the logits) through the N-step
-  solver, initialised from the best standard grid (:func:`optimize_steps`). Non-finite losses
+  solver, initialised from the best standard grid (:func:`optimize_steps`). A velocity written
+  outside JAX (:class:`HostVelocity`: any ``f(x: numpy (n, d), t: float)`` in a declared time
+  convention, e.g. a wrapped PyTorch model) is integrated on the host and its gradient with
+  respect to the N logits is taken by central differences of the same deterministic error
+  (2N + 1 solves per iteration; no gradient of the model is needed). Non-finite losses
   or gradients are survived: the step is undone, the learning rate halved and the best grid
   seen so far is what is returned.
 
@@ -55,7 +59,7 @@ from satjax.reverse import Field, as_field, exact_velocity
 from satjax.schedules import Schedule
 
 __all__ = [
-    "GRIDS", "ND_DISTANCES", "ND_TARGETS", "OBJECTIVES", "SOLVERS", "StepsProblem", "StepsResult", "edm_grid",
+    "GRIDS", "HostVelocity", "VELOCITY_CONVENTIONS", "ND_DISTANCES", "ND_TARGETS", "OBJECTIVES", "SOLVERS", "StepsProblem", "StepsResult", "edm_grid",
     "grid_from_logits", "kinetic_profile", "log_snr_grid", "logits_from_grid", "make_problem",
     "optimize_grid", "optimize_steps", "sample_on_grid", "standard_grid", "standard_grids", "uniform_grid",
     "w2_length_grid",
@@ -131,6 +135,101 @@ def _heun_step(v, x, t0, t1):
 
 _STEPS = {"euler": _euler_step, "heun": _heun_step}
 
+#: Time conventions of a :class:`HostVelocity` (as in :mod:`satjax.measure`).
+VELOCITY_CONVENTIONS = ("paper", "flow-matching", "edm")
+
+
+class HostVelocity:
+    """A velocity written outside satjax: ``fn(x, time) -> v`` on NumPy arrays (n, d) and a float
+    time, in one of :data:`VELOCITY_CONVENTIONS`, called on the host (no JAX tracing, no
+    gradients of ``fn``). Calling it gives the paper's ν_t(x) = dx/dt at paper time t:
+
+    * ``"paper"``: time t ∈ [0, τ] (0 data), ν = fn(x, t);
+    * ``"flow-matching"``: time s = 1 − t/τ (0 noise, 1 data), fn = dx/ds, so ν = −fn(x, s)/τ;
+    * ``"edm"``: time σ = σ_t/m_t and state y = x/m_t (EDM, k-diffusion), fn = dy/dσ, so
+      ν = (∂_t ln m) x + m σ'(t) fn(x/m, σ). Needs a schedule with finite σ at t = τ.
+
+    Raises (at construction):
+      TypeError: ``fn`` not callable, ``protocol`` not a Protocol.
+      ValueError: unknown convention; "edm" without a schedule of finite σ(τ).
+    """
+
+    def __init__(self, fn: Callable, protocol: Protocol, convention: str = "paper",
+                 name: Optional[str] = None):
+        if not callable(fn):
+            raise TypeError(f"the velocity must be callable fn(x, t); got {type(fn).__name__}")
+        if convention not in VELOCITY_CONVENTIONS:
+            raise ValueError(f"unknown velocity convention {convention!r}; expected one of "
+                             f"{', '.join(VELOCITY_CONVENTIONS)}")
+        self.tau = _check_protocol(protocol)
+        self.fn, self.convention = fn, convention
+        self.name = name or getattr(fn, "__name__", "velocity")
+        self.calls = 0
+        if convention == "edm":
+            if not isinstance(protocol, Schedule) or protocol.m_vanishes_at_tau():
+                raise ValueError("the edm convention needs a noise schedule with finite sigma at "
+                                 "t = tau (VE, VP); this protocol has none")
+            sched = protocol
+            self._edm = jax.jit(lambda t: (sched.m(t), sched.log_m_rate(t),
+                                           sched.noise_level(t), jax.grad(sched.noise_level)(t)))
+
+    def __call__(self, x, t) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        t = float(t)
+        if self.convention == "paper":
+            v = self._call(x, t)
+        elif self.convention == "flow-matching":
+            v = -self._call(x, 1.0 - t / self.tau) / self.tau
+        else:
+            m, dlogm, sig, dsig = (float(a) for a in self._edm(as_float(t)))
+            v = dlogm * x + m * dsig * self._call(x / m, sig)
+        return v
+
+    def _call(self, x, time):
+        try:
+            v = self.fn(x, time)
+        except (KeyboardInterrupt, FloatingPointError):
+            raise
+        except Exception as err:
+            raise ValueError(f"velocity {self.name!r} failed at time {time:.6g} "
+                             f"({self.convention} convention): {type(err).__name__}: {err}") \
+                from err
+        self.calls += 1
+        v = np.asarray(v, dtype=np.float64)
+        if v.shape != x.shape:
+            raise ValueError(f"velocity {self.name!r} returned shape {v.shape} for x of shape "
+                             f"{x.shape} (it must return dx/dt of the same shape)")
+        if not np.all(np.isfinite(v)):
+            raise FloatingPointError(f"velocity {self.name!r} returned NaN or inf at time "
+                                     f"{time:.6g} ({self.convention} convention)")
+        return v
+
+
+def _host_sample(vel: HostVelocity, x, ts, solver: str, return_path: bool = False):
+    """Euler/Heun of :func:`sample_on_grid` in NumPy for a :class:`HostVelocity`."""
+    x = np.array(x, dtype=np.float64)
+    path = [x]
+    for t0, t1 in zip(np.asarray(ts, float)[:-1], np.asarray(ts, float)[1:]):
+        h = t1 - t0
+        k1 = vel(x, t0)
+        x = x + h * k1 if solver == "euler" else x + 0.5 * h * (k1 + vel(x + h * k1, t1))
+        path.append(x)
+    return np.stack(path) if return_path else x
+
+
+def _host_rk4(vel: HostVelocity, x, tau: float, n_steps: int):
+    """Classical RK4 from t = τ to 0 in ``n_steps`` equal steps (the host reference solve)."""
+    x = np.array(x, dtype=np.float64)
+    h = -tau / n_steps
+    for i in range(n_steps):
+        t = tau + i * h
+        k1 = vel(x, t)
+        k2 = vel(x + 0.5 * h * k1, t + 0.5 * h)
+        k3 = vel(x + 0.5 * h * k2, t + 0.5 * h)
+        k4 = vel(x + h * k3, max(t + h, 0.0))
+        x = x + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return x
+
 
 @partial(jax.jit, static_argnames=("solver", "return_path"))
 def _sample_on_grid(fld, x, ts, solver, return_path=False):
@@ -159,7 +258,8 @@ def sample_on_grid(velocity, x_tau, ts, solver: str = "heun", *, return_path: bo
 
     Args:
       velocity: a :class:`satjax.reverse.Field` (e.g. :func:`satjax.reverse.exact_velocity`,
-        :func:`satjax.reverse.field`) or a callable ``fn(x (d,), t) -> (d,)``.
+        :func:`satjax.reverse.field`), a callable ``fn(x (d,), t) -> (d,)``, or a
+        :class:`HostVelocity` (integrated in NumPy; returns NumPy arrays).
       x_tau: start points (M, d) at t = ts[0].
       ts: (N + 1,) strictly decreasing times (paper convention; any sub-interval of [0, τ]).
       solver: ``"euler"`` or ``"heun"``.
@@ -173,6 +273,11 @@ def sample_on_grid(velocity, x_tau, ts, solver: str = "heun", *, return_path: bo
         ``x_tau`` not (M, d).
     """
     _check_solver(solver)
+    if isinstance(velocity, HostVelocity):
+        ts = _check_grid(ts, velocity.tau)
+        if np.ndim(x_tau) != 2:
+            raise ValueError(f"`x_tau` must have shape (M, d); got {np.shape(x_tau)}")
+        return _host_sample(velocity, np.asarray(x_tau), np.asarray(ts), solver, return_path)
     fld = as_field(velocity)
     tau = getattr(fld, "tau", None)
     ts = _check_grid(ts, float(tau) if tau is not None and is_concrete(tau) else None)
@@ -427,6 +532,47 @@ def _matched(y, target):
     return target[perm]
 
 
+def _host_distance(y, target, kind) -> float:
+    """:func:`_distance` in NumPy (host velocities; no Sinkhorn)."""
+    y, target = np.asarray(y, np.float64), np.asarray(target, np.float64)
+    if kind == "quantile":
+        return float(np.sqrt(np.mean((np.sort(y[:, 0]) - target) ** 2)))
+    if kind == "assignment":
+        target = target[_host_assignment(y, target)]
+    return float(np.sqrt(np.mean(np.sum((y - target) ** 2, -1))))
+
+
+def _host_loss(vel, x, target, ts, solver, kind) -> float:
+    """The error of grid ``ts`` for a host velocity; NaN when the velocity fails numerically."""
+    try:
+        y = _host_sample(vel, np.asarray(x), np.asarray(ts, float), solver)
+    except FloatingPointError:
+        return math.nan
+    return _host_distance(y, target, kind)
+
+
+#: Step in the logits of the central differences that give a host velocity's grid gradient:
+#: the error is smooth in θ, so the truncation error is O(h²) ≈ 1e-8 relative and rounding
+#: (float64, ~1e-16 / h) is negligible.
+FD_STEP = 1e-4
+
+
+def _host_loss_and_grad(problem, logits, solver, batch):
+    x, tgt = problem.minibatch(batch)
+    theta = np.asarray(logits, np.float64)
+
+    def f(th):
+        ts = np.asarray(grid_from_logits(jnp.asarray(th), problem.tau), np.float64)
+        return _host_loss(problem.field, x, tgt, ts, solver, problem.kind)
+
+    g = np.empty_like(theta)
+    for j in range(theta.shape[0]):
+        e = np.zeros_like(theta)
+        e[j] = FD_STEP
+        g[j] = (f(theta + e) - f(theta - e)) / (2 * FD_STEP)
+    return jnp.asarray(f(theta)), jnp.asarray(g)
+
+
 def _distance(y, target, epsilon, kind):
     if kind == "quantile":
         return _w2_sorted(y, target)
@@ -482,6 +628,11 @@ class StepsProblem:
     def n_batches(self) -> int:
         return self.x_train.shape[0] // self.batch
 
+    @property
+    def host(self) -> bool:
+        """Whether the field is a :class:`HostVelocity` (NumPy solves, gradients by differences)."""
+        return isinstance(self.field, HostVelocity)
+
     def minibatch(self, i: int):
         """(start points, targets) of training minibatch i."""
         s = slice(i * self.batch, (i + 1) * self.batch)
@@ -492,6 +643,11 @@ class StepsProblem:
         ("train": the pool, by minibatches; "test": the held-out set)."""
         _check_solver(solver)
         ts = _check_grid(ts, self.tau)
+        if self.host and split in ("test", "train"):
+            pairs = ([(self.x_test, self.target_test)] if split == "test" else
+                     [self.minibatch(i) for i in range(self.n_batches)])
+            sq = [_host_loss(self.field, x, tgt, ts, solver, self.kind) ** 2 for x, tgt in pairs]
+            return math.sqrt(sum(sq) / len(sq))
         if split == "test":
             return float(_loss(self.field, self.x_test, self.target_test, ts, self.epsilon,
                                solver, self.kind))
@@ -506,10 +662,14 @@ class StepsProblem:
         _check_solver(solver)
         ts = _check_grid(ts, self.tau)
         x = self.x_test if split == "test" else self.x_train
+        if self.host:
+            return _host_sample(self.field, np.asarray(x), np.asarray(ts), solver)
         return _sample_on_grid(self.field, x, ts, solver)
 
     def loss_and_grad(self, logits, solver: str = "heun", batch: int = 0):
         """(error on training minibatch ``batch``, its gradient w.r.t. the grid's logits)."""
+        if self.host:
+            return _host_loss_and_grad(self, logits, solver, batch)
         x, tgt = self.minibatch(batch)
         return _loss_and_grad(self.field, x, tgt, as_float(logits), as_float(self.tau),
                               self.epsilon, solver, self.kind)
@@ -539,8 +699,8 @@ def make_problem(protocol: Protocol, data, *, velocity=None, objective: str = "a
     Args:
       protocol: the forward protocol (gives τ and exact samples / quantiles of P_τ).
       data: the data distribution (a Gaussian mixture): P_τ and the "data" objective.
-      velocity: the field the sampler integrates; default the exact velocity of ``protocol``
-        on ``data``.
+      velocity: the field the sampler integrates (a JAX field or a :class:`HostVelocity`);
+        default the exact velocity of ``protocol`` on ``data``.
       objective: "data" (distance to the data), "reference" (RMS distance to a
         ``reference_steps``-step RK4 solve of ``velocity`` from the same starts) or "auto"
         ("data" for the exact velocity, "reference" for a user velocity).
@@ -579,7 +739,15 @@ def make_problem(protocol: Protocol, data, *, velocity=None, objective: str = "a
         raise ValueError(f"unknown `nd_distance` {nd_distance!r}; expected one of "
                          f"{', '.join(ND_DISTANCES)}")
     user_field = velocity is not None
-    fld = as_field(velocity) if user_field else exact_velocity(protocol, data)
+    host = isinstance(velocity, HostVelocity)
+    if host and abs(velocity.tau - tau) > 1e-12 * max(tau, 1.0):
+        raise ValueError(f"the host velocity was declared for tau = {velocity.tau:g}; the "
+                         f"protocol has tau = {tau:g}")
+    if host and nd_distance == "sinkhorn":
+        raise ValueError("nd_distance='sinkhorn' needs a JAX velocity; a host velocity is "
+                         "judged by the exact assignment")
+    fld = velocity if host else as_field(velocity) if user_field else \
+        exact_velocity(protocol, data)
     if objective == "auto":
         objective = "reference" if user_field else "data"
     one_d = data.dim == 1 and protocol.has_density
@@ -616,6 +784,8 @@ def make_problem(protocol: Protocol, data, *, velocity=None, objective: str = "a
         x_te = protocol.sample(k_te, data, protocol.tau, n_test)
 
     def ref(field, x):
+        if host:
+            return _host_rk4(field, np.asarray(x), tau, reference_steps)
         return solve_ode(field, x, t_start=tau, t_end=0.0, method="rk4",
                          n_steps=reference_steps).xs[-1]
 
