@@ -474,9 +474,43 @@ def train(data: DataSpec, protocol: ProtocolSpec,
                "residual": r.value, "residual_stderr": r.stderr,
                "residual_relative": r.relative, "train_seconds": res.train_seconds,
                "model": str(folder)}
-    run.console.table([(k, payload[k]) for k in ("final_loss", "residual", "residual_relative",
-                                                 "train_seconds")], ["quantity", "value"])
+    payload.update(_w1_report(str(folder), d, p, run))
+    from satjax.report import jsonable
+
+    atomic_write(folder / "quality.json", (json.dumps(jsonable(
+        {k: payload[k] for k in payload if k.startswith(("W1_to_data", "residual"))}))
+        + "\n").encode())
+    rows = [(k, payload[k]) for k in ("final_loss", "residual", "residual_relative")]
+    rows.append(("W1 to data", _w1_text(payload)))
+    rows.append(("train_seconds", payload["train_seconds"]))
+    run.console.table(rows, ["quantity", "value"])
+    if payload.get("W1_to_data_method"):
+        run.console.say(f"W1 to data: {payload['W1_to_data_method']}")
     finish(run, payload)
+
+
+def _w1_report(model: str, d, p, run) -> dict:
+    """W1_to_data of a model folder's generator (:func:`satjax.learn.w1_to_data`), as JSON
+    fields; null with a status where the model cannot act as a velocity."""
+    from satjax import learn
+
+    try:
+        fld = _load_model(model, d, p, True)
+    except InputError as err:
+        return {"W1_to_data": None, "W1_to_data_stderr": None,
+                "W1_to_data_status": f"undefined: {err}"}
+    w = learn.w1_to_data(fld, p, d, key=run.key(6))
+    return {"W1_to_data": float(w.value), "W1_to_data_stderr": float(w.stderr),
+            "W1_to_data_error": float(w.error), "W1_to_data_kind": w.kind,
+            "W1_to_data_method": w.method}
+
+
+def _w1_text(payload: dict) -> str:
+    if payload.get("W1_to_data") is None:
+        return "undefined"
+    bound = "<= " if payload["W1_to_data_kind"] == "upper" else ""
+    return (f"{bound}{payload['W1_to_data']:.4g} ± {payload['W1_to_data_stderr']:.2g} "
+            f"(resolution {payload['W1_to_data_error']:.2g})")
 
 
 def _read_meta(model: str) -> dict:
@@ -545,7 +579,10 @@ def sample(model: Annotated[str, typer.Option("--model", help="Model folder writ
     np.save(buf, np.asarray(gen.xs[-1]))
     atomic_write(Path(out), buf.getvalue())
     run.console.say(f"wrote {n} samples of dimension {d.dim} to {out}")
-    finish(run, {"model": model, "n": n, "out": out})
+    payload = {"model": model, "n": n, "out": out, **_w1_report(model, d, p, run)}
+    run.console.say(f"W1 from the model's generated law to its data {meta['data']!r}: "
+                    f"{_w1_text(payload)}")
+    finish(run, payload)
 
 
 # -------------------------------------------------------------------------------- optimize

@@ -157,9 +157,16 @@ def test_train_sample_bound_model_and_extension(tmp_path):
             "--json", str(out)])
     d = strict(out)
     assert d["residual_relative"] < 0.2 and d["start_step"] == 0
-    npy = tmp_path / "s.npy"
-    run_ok(["sample", "--model", str(model), "--n", "64", "--out", str(npy)])
+    # the generator's W1 to the data (1-D: deterministic quantiles), in the JSON and the folder;
+    # 300 steps leave a visible error, far above the resolution
+    assert d["W1_to_data_stderr"] == 0.0 and d["W1_to_data_kind"] == "point"
+    assert 10 * d["W1_to_data_error"] < d["W1_to_data"] < 1.0
+    assert d["W1_to_data_method"].startswith("quantiles")
+    assert strict(model / "quality.json")["W1_to_data"] == d["W1_to_data"]
+    npy, sj = tmp_path / "s.npy", tmp_path / "s.json"
+    run_ok(["sample", "--model", str(model), "--n", "64", "--out", str(npy), "--json", str(sj)])
     assert np.load(npy).shape == (64, 1) and np.all(np.isfinite(np.load(npy)))
+    assert strict(sj)["W1_to_data"] == pytest.approx(d["W1_to_data"], rel=1e-3)  # float32 there
     plain, learned = tmp_path / "b0.json", tmp_path / "b1.json"
     run_ok(["bound", "--data", GMM, "--protocol", "cond-ot", "--perturb", "shift:0.2",
             "--json", str(plain)])

@@ -1,7 +1,7 @@
 """Learned score and velocity fields (docs/theory.md §3): flax models, DSM / CFM / OT-CFM
 objectives (Eq. 18, 19), optax training with callbacks, exact resume and extension,
-checkpoints that record the protocol and data they were trained for, and the residual L_α of
-Eq. 100.
+checkpoints that record the protocol and data they were trained for, the residual L_α of
+Eq. 100 and the W₁ from the generated law to the data.
 
 flax and optax enter satjax only through this subpackage.
 """
@@ -13,6 +13,7 @@ from satjax.learn.losses import (LOSSES, Conditional, LossTerms, Residual, cfm_l
                                  default_coupling, dsm_loss, hungarian_coupling, ot_cfm_loss,
                                  ot_pair, residual, sample_times, score_from_velocity,
                                  velocity_from_score)
+from satjax.learn.quality import w1_to_data
 from satjax.learn.models import MLPField, ModelSpec, apply, field, init_params
 from satjax.learn.train import (Batch, History, OptimSpec, ProgressBar, StepEvent, TrainConfig,
                                 TrainResult, TrainState, make_train_step, resume_run,
@@ -26,5 +27,5 @@ __all__ = [
     "dsm_loss", "field", "fingerprint", "hungarian_coupling", "init_params", "load_checkpoint",
     "load_model", "make_train_step", "ot_cfm_loss", "ot_pair", "read_config", "residual",
     "resume_run", "run_record", "sample_batch", "sample_times", "save_checkpoint",
-    "score_from_velocity", "train", "velocity_from_score",
+    "score_from_velocity", "train", "velocity_from_score", "w1_to_data",
 ]
