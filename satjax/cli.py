@@ -27,7 +27,8 @@ import typer
 from typing_extensions import Annotated
 
 from satjax import specs
-from satjax.report import Console, OutputError, WriteError, check_outputs, prepare_folder
+from satjax.report import (Console, OutputError, WriteError, check_outputs, prepare_folder,
+                           same_file)
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -975,8 +976,7 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | sch
     targets = {f"{n}.{ext}": str(folder / f"{n}.{ext}") for n in names for ext in ("json", "png")}
     if folder.exists():
         check_outputs(targets)
-    written = {_resolve_quietly(v) for v in targets.values()}
-    if json_out not in (None, "-") and _resolve_quietly(json_out) in written:
+    if json_out not in (None, "-") and any(same_file(json_out, v) for v in targets.values()):
         raise InputError(f"--json {json_out!r} is a file that the experiment writes itself "
                          "into --out; give another file")
     run = start(1.0 if tau is None else tau, x64, seed, json_out, quiet, no_cache)
@@ -991,13 +991,6 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | sch
         results[n] = experiments.run_and_save(n, folder, run.console, **settings)
     finish(run, {k: {kk: v[kk] for kk in ("cases", "all_verdicts_hold", "summary") if kk in v}
                  for k, v in results.items()})
-
-
-def _resolve_quietly(path: str) -> Path:
-    try:
-        return Path(path).expanduser().resolve()
-    except (RuntimeError, OSError):
-        return Path(path)
 
 
 # ----------------------------------------------------------------------------------- bench

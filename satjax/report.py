@@ -207,6 +207,18 @@ def _resolve(path, what: str) -> Path:
         raise OutputError(f"{what} {str(path)!r} cannot be resolved: {err}") from None
 
 
+def same_file(a, b) -> bool:
+    """Whether two paths name the same file (symlinks followed; a path that cannot be resolved
+    is compared as given)."""
+    def full(p):
+        try:
+            return Path(p).expanduser().resolve()
+        except (RuntimeError, OSError):
+            return Path(p)
+
+    return full(a) == full(b)
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
@@ -308,6 +320,6 @@ def ascii_fallback() -> None:
                 pass
 
 
-__all__ = ["Console", "OutputError", "WriteError", "ascii_fallback", "atomic_write",
+__all__ = ["Console", "OutputError", "WriteError", "ascii_fallback", "atomic_write", "same_file",
            "check_outputs", "dumps", "jsonable", "prepare_folder", "probe_folder", "write_json",
            "write_png"]
