@@ -1,0 +1,52 @@
+"""η of a fixed-step sampler of the exact velocity (satjax.discretisation), against the exact
+relation (N → ∞) and the convergence orders of Euler (1) and RK4 (4)."""
+
+import jax
+import pytest
+
+from satjax import bound as B
+from satjax import discretisation as D
+from satjax import mixtures as M
+from satjax import perturb as P
+from satjax import schedules as S
+
+
+@pytest.fixture(scope="module")
+def case():
+    jax.config.update("jax_enable_x64", True)
+    p, q, pert = S.cond_ot(), M.gmm([-2.0, 2.0], 0.5), P.variance_change(0.81)
+    return p, q, pert, B.bound(p, q, pert)
+
+
+def test_rk4_converges_to_the_exact_relation(case):
+    p, q, pert, exact = case
+    o = D.sampler_eta(p, q, pert, solver="rk4", n_steps=200, exact=exact)
+    s = exact.summary()
+    assert o["dW1_exact"] == s["dW1"] and o["D0"] == s["D0"]
+    assert abs(float(o["dW1"].value) - s["dW1"]) < 3 * float(o["dW1"].error) + 1e-7
+    assert float(o["eta"].value) == pytest.approx(s["eta"], rel=1e-4)
+
+
+def test_convergence_orders(case):
+    """W1(q, p_N) − W1(q, p): halves per doubling of N for Euler, falls ~16× for RK4."""
+    p, q, pert, exact = case
+    w_exact = exact.summary()["W1_end"]
+
+    def err(solver, n):
+        return abs(float(D.sampler_eta(p, q, pert, solver=solver, n_steps=n, n_levels=4096,
+                                       exact=exact)["W1_end"].value) - w_exact)
+
+    e1, e2 = err("euler", 200), err("euler", 400)
+    assert 1.8 < e1 / e2 < 2.2, (e1, e2)
+    r1, r2 = err("rk4", 10), err("rk4", 20)
+    assert r1 / r2 > 8, (r1, r2)
+
+
+def test_errors_are_named(case):
+    p, q, pert, exact = case
+    with pytest.raises(ValueError, match="solver"):
+        D.sampler_eta(p, q, pert, solver="midpoint", n_steps=4, exact=exact)
+    with pytest.raises(ValueError, match="n_levels"):
+        D.sampler_eta(p, q, pert, solver="rk4", n_steps=4, n_levels=65, exact=exact)
+    with pytest.raises(ValueError, match="1-D"):
+        D.sampler_eta(p, M.gaussian([0.0, 0.0], 1.0), pert, solver="rk4", n_steps=4, exact=exact)
