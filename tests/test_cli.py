@@ -118,8 +118,19 @@ def test_optimize_vp_reaches_the_w2_floor(tmp_path):
 
 
 def test_reproduce_fig6_quick(tmp_path):
-    res = run_ok(["reproduce", "fig6", "--quick", "--out", str(tmp_path)])
-    assert "Table I" in res.output
+    """The main job as users run it: a fresh process. (Run in-process after the rest of the
+    suite, η of one start disagreed across protocols in two full runs under jax 0.10.2, never
+    alone; the cause is not found — see the session notes.)"""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SATJAX_NO_CACHE": "1"}
+    res = subprocess.run([sys.executable, "-m", "satjax", "reproduce", "fig6", "--quick",
+                          "--out", str(tmp_path)], capture_output=True, text=True, env=env,
+                         timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Table I" in res.stdout + res.stderr
     d = strict(tmp_path / "fig6.json")
     assert d["all_verdicts_hold"] and all(d["eta_agrees_across_protocols"].values())
     for case in d["cases"]:
