@@ -29,19 +29,6 @@ __all__ = ["SOLVERS", "sampler_eta"]
 SOLVERS = ("euler", "heun", "rk4")
 
 
-def _w1_to_q(protocol, data, start, solver, n_steps, m):
-    from satjax.reverse import exact_velocity, solve_ode
-
-    u = ((jnp.arange(m) + 0.5) / m).astype(data.means.dtype)
-    x = start.quantile(u).reshape(m, 1)
-    y = solve_ode(exact_velocity(protocol, data), x, t_start=protocol.tau, t_end=0.0,
-                  method=solver, n_steps=n_steps).xs[-1]
-    y = np.sort(np.asarray(y)[:, 0])
-    if not np.all(np.isfinite(y)):
-        raise FloatingPointError(f"{solver} with {n_steps} steps produced non-finite samples")
-    return float(np.mean(np.abs(y - np.asarray(data.quantile(u)))))
-
-
 def sampler_eta(protocol, data, perturbation, *, solver: str, n_steps: int,
                 n_levels: int = 8192, exact=None) -> dict:
     """η(N), ΔW_1(N) and W_1(q, p_N) of the N-step ``solver`` (module docstring), 1-D data.
@@ -78,9 +65,14 @@ def sampler_eta(protocol, data, perturbation, *, solver: str, n_steps: int,
     r = B.bound(protocol, data, perturbation) if exact is None else exact
     s = r.summary()
     start = perturbation.start(protocol.reverse_start(data))
-    w_end = _w1_to_q(protocol, data, start, solver, int(n_steps), int(n_levels))
-    w_half = _w1_to_q(protocol, data, start, solver, int(n_steps), int(n_levels) // 2)
-    tau, d0 = float(protocol.tau), s["D0"]
+    from satjax.learn.quality import w1_quantile_images
+    from satjax.reverse import exact_velocity
+
+    velocity, tau = exact_velocity(protocol, data), float(protocol.tau)
+    w_end = w1_quantile_images(velocity, start, data, tau, int(n_levels), int(n_steps), solver)
+    w_half = w1_quantile_images(velocity, start, data, tau, int(n_levels) // 2, int(n_steps),
+                                solver)
+    d0 = s["D0"]
     dw1 = w_end - s["W1_start"]
     eta = dw1**2 / (tau * d0) if math.isfinite(d0) and d0 > 0 else math.nan
     err = abs(w_end - w_half)

@@ -105,9 +105,8 @@ def _diffusers_timesteps(protocol, ts):
     abar, table = ddpm_alphas_cumprod(protocol)
     lam_k = np.log(abar) - np.log1p(-abar)               # decreasing in k
     lam = np.asarray(C.log_snr_of_t(protocol, jnp.asarray(ts[:-1])), dtype=float)
-    k = np.empty(lam.shape[0], dtype=int)
-    for i, v in enumerate(lam):
-        k[i] = DDPM_STEPS - 1 if v == -np.inf else int(np.argmin(np.abs(lam_k - v)))
+    k = np.where(lam == -np.inf, DDPM_STEPS - 1,
+                 np.argmin(np.abs(lam_k[None, :] - lam[:, None]), axis=1))
     if not np.all(np.diff(k) < 0):
         i = int(np.argmax(~(np.diff(k) < 0)))
         raise ValueError(f"--format diffusers: times t[{i}] = {ts[i]:.6g} and t[{i + 1}] = "
