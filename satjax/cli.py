@@ -947,22 +947,36 @@ def _plot_measure(report: dict, filename: str) -> None:
 
 # ------------------------------------------------------------------------------- reproduce
 
-FIGURES = ("fig6", "fig7", "fig8", "schedules")
+FIGURES = ("fig6", "table1", "fig7", "fig8", "schedules")
 
 
 @app.command()
 @handled
-def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | schedules | all")],
+def reproduce(name: Annotated[str, typer.Argument(help="fig6 | table1 | fig7 | fig8 | schedules | all")],
               quick: Annotated[bool, typer.Option("--quick", help="Small settings for CI.")] = False,
               out: Annotated[str, typer.Option("--out", help="Output folder.")] = "out",
               means: Annotated[str, typer.Option("--means", help="fig6: the two component means 'a,b'.")] = "-2,2",
               std: Annotated[float, typer.Option("--std", help="fig6: component standard deviation.")] = 0.5,
               tau: Annotated[Optional[float], typer.Option("--tau", help="Protocol duration tau > 0 (default: each experiment's own, 1 for fig6 and 3 for fig7).")] = None,
+              dynamics: Annotated[str, typer.Option("--dynamics", help="table1: exact | learned | both (learned: K trained velocity models per protocol, integrated by RK4; reused from --out when rerun).")] = "exact",
+              seeds: Annotated[Optional[int], typer.Option("--seeds", help="table1 learned: models per protocol K >= 2 (default 5; 2 with --quick).")] = None,
+              train_steps: Annotated[Optional[int], typer.Option("--train-steps", help="table1 learned: training steps of every model (default 4000; 300 with --quick).")] = None,
               x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
               quiet: Quiet = False, no_cache: NoCache = False):
     """Reproduce one of the paper's experiments (figure PNG + JSON + table)."""
     if name not in FIGURES + ("all",):
-        raise InputError(f"unknown figure {name!r}; choose fig6, fig7, fig8, schedules or all")
+        raise InputError(f"unknown figure {name!r}; choose fig6, table1, fig7, fig8, "
+                         "schedules or all")
+    if dynamics not in ("exact", "learned", "both"):
+        raise InputError(f"--dynamics must be exact, learned or both; got {dynamics!r}")
+    if name not in ("table1", "all") and (dynamics != "exact" or seeds is not None
+                                          or train_steps is not None):
+        raise InputError("--dynamics, --seeds and --train-steps apply to table1 only "
+                         f"(the learned mode of {name} is not built)")
+    if seeds is not None and not 2 <= seeds <= 100:
+        raise InputError(f"--seeds must be an integer in [2, 100]; got {seeds}")
+    if train_steps is not None and not 1 <= train_steps <= 10**6:
+        raise InputError(f"--train-steps must be an integer in [1, 1000000]; got {train_steps}")
     try:
         m = tuple(float(v) for v in means.split(","))
     except ValueError:
@@ -983,7 +997,8 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | fig7 | fig8 | sch
     folder.mkdir(parents=True, exist_ok=True)
     from satjax import experiments
 
-    settings = dict(quick=quick, seed=seed, means=m, std=std)
+    settings = dict(quick=quick, seed=seed, means=m, std=std, dynamics=dynamics, seeds=seeds,
+                    train_steps=train_steps)
     if tau is not None:
         settings["tau"] = tau
     results = {}

@@ -30,7 +30,7 @@ SOLVERS = ("euler", "heun", "rk4")
 
 
 def sampler_eta(protocol, data, perturbation, *, solver: str, n_steps: int,
-                n_levels: int = 8192, exact=None) -> dict:
+                n_levels: int = 8192, exact=None, velocity=None) -> dict:
     """η(N), ΔW_1(N) and W_1(q, p_N) of the N-step ``solver`` (module docstring), 1-D data.
 
     Args:
@@ -41,6 +41,10 @@ def sampler_eta(protocol, data, perturbation, *, solver: str, n_steps: int,
       n_levels: quantile levels M (even; M/2 gives the resolution error).
       exact: a :class:`satjax.bound.BoundResult` of the same protocol, data and perturbation
         (computed when not given; reuse it across solvers and N).
+      velocity: the field the sampler integrates (:class:`satjax.reverse.Field`, e.g. a
+        trained model in the paper's time); default the protocol's exact velocity. With a
+        learned field, p_N is the generator's law from P̃_τ and η(N) its η (Eq. 77): learning
+        and discretisation errors together.
 
     Returns:
       {"eta", "dW1", "W1_end": Estimate (``error`` the change at M/2), "eta_exact", "dW1_exact",
@@ -68,7 +72,9 @@ def sampler_eta(protocol, data, perturbation, *, solver: str, n_steps: int,
     from satjax.learn.quality import w1_quantile_images
     from satjax.reverse import exact_velocity
 
-    velocity, tau = exact_velocity(protocol, data), float(protocol.tau)
+    learned = velocity is not None
+    velocity = exact_velocity(protocol, data) if velocity is None else velocity
+    tau = float(protocol.tau)
     w_end = w1_quantile_images(velocity, start, data, tau, int(n_levels), int(n_steps), solver)
     w_half = w1_quantile_images(velocity, start, data, tau, int(n_levels) // 2, int(n_steps),
                                 solver)
@@ -76,7 +82,8 @@ def sampler_eta(protocol, data, perturbation, *, solver: str, n_steps: int,
     dw1 = w_end - s["W1_start"]
     eta = dw1**2 / (tau * d0) if math.isfinite(d0) and d0 > 0 else math.nan
     err = abs(w_end - w_half)
-    method = (f"{solver}, {n_steps} equal steps, exact velocity; W1(q, p_N) by {n_levels} "
+    method = (f"{solver}, {n_steps} equal steps, {'given' if learned else 'exact'} velocity; "
+              f"W1(q, p_N) by {n_levels} "
               f"quantile levels (error: change at {n_levels // 2})")
     eta_err = 2 * abs(dw1) * err / (tau * d0) if math.isfinite(eta) else math.nan
     return {"eta": Estimate(value=jnp.asarray(eta), stderr=jnp.asarray(0.0),

@@ -248,6 +248,42 @@ def plot_fig8(res: dict, filename: str) -> None:
     _save(fig, filename)
 
 
+def plot_table1(res: dict, filename: str) -> None:
+    """η per Table-I start and protocol: exact flow, exact velocity under the sampler, and the
+    learned models (mean ± standard error over seeds)."""
+    import numpy as np
+
+    rows = res["rows"]
+    fams = res["settings"]["families"]
+    protos = res["settings"]["protocols"]
+    fig, ax = plt.subplots(figsize=(2.6 * len(fams) + 3, 5.2))
+    width = 0.8 / len(protos)
+    for j, name in enumerate(protos):
+        sel = [next(r for r in rows if r["protocol"] == name and r["perturb"] == f) for f in fams]
+        pos = np.arange(len(fams)) - 0.4 + width * (j + 0.5)
+        if "eta_learned" in sel[0]:
+            ax.bar(pos, [r["eta_learned"] for r in sel], width=width * 0.9,
+                   yerr=[r["eta_learned_stderr"] for r in sel], capsize=3,
+                   label=f"{name}: learned ({sel[0]['n_seeds']} seeds)", alpha=0.8)
+        ax.plot(pos, [r["eta_sampler"] for r in sel], "k_", ms=14, mew=2,
+                label="exact velocity, same sampler" if j == 0 else None)
+        ax.plot(pos, [r["paper_eta"] for r in sel], "rx", ms=7,
+                label="paper (Table I)" if j == 0 else None)
+    for i, f in enumerate(fams):
+        r = next(r for r in rows if r["perturb"] == f)
+        ax.hlines(r["eta_exact"], i - 0.45, i + 0.45, colors="C3", linestyles=":",
+                  label="exact flow (every protocol)" if i == 0 else None)
+    ax.set_xticks(np.arange(len(fams)))
+    ax.set_xticklabels([next(r["family"] for r in rows if r["perturb"] == f) + f"\n{f}"
+                        for f in fams], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel(r"$\eta = \Delta W_1^2/(\tau D_0)$")
+    ax.set_title(f"Table I, 1-D mixture: {res['settings']['sampler']}", fontsize=10)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    fig.tight_layout()
+    _save(fig, filename)
+
+
 def plot_bench(res: dict, filename: str) -> None:
     """Left: speedup of each comparison (reference time / satjax time, log scale) with the
     targets; right (when present): c_2 time against the doubling factor of N, M, d, K."""

@@ -1,7 +1,18 @@
 import os
 
-import jax
-import pytest
+# Each pytest-xdist worker runs on a core of its own, so XLA's CPU runtime runs one intra-op
+# thread per worker. Under jax 0.10.2 with two multi-threaded workers on two cores, a value
+# computed inside a compiled loop came out wrong once in a while in full runs (never alone, never
+# reproduced in isolation; three CI runs failed one test each); jax-ml/jax#39741 reports that one
+# compiled CPU module returns different results across calls once the process has more than one
+# thread, and is bit-identical at one. Set before jax starts its backend; subprocesses inherit it.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker.startswith("gw") and hasattr(os, "sched_setaffinity"):
+    _cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {_cores[int(_worker[2:]) % len(_cores)]})
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # CLI commands run in-process would turn on JAX's persistent compilation cache inside the pytest
 # workers, where two runs crashed (SIGSEGV) inside the cache's read and write of an executable:

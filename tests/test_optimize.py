@@ -99,12 +99,12 @@ def test_eta_and_c1_objectives_in_1d():
     tmpl = S.polar(3, 3)
     kw = dict(key=jax.random.PRNGKey(0), n_time=24, perturbation=PT.shift(0.2),
               transport=CDF(n_points=4096))
-    eta = O.make_objective(q, "eta", tmpl, **kw)
-    c1 = O.make_objective(q, "c1", tmpl, **kw)
+    eta = jax.jit(O.make_objective(q, "eta", tmpl, **kw))
+    c1 = jax.jit(O.make_objective(q, "c1", tmpl, **kw))
     sch = tmpl.replace(angle=jnp.asarray([1.0, 0.3, -0.2]),
                        log_radius=jnp.asarray([0.2, -0.1, 0.05]))
-    g_eta = jax.grad(eta)(sch)
-    g_c1 = jax.grad(c1)(sch)
+    g_eta = jax.jit(jax.grad(eta))(sch)
+    g_c1 = jax.jit(jax.grad(c1))(sch)
     scale = float(eta(sch))
     assert float(jnp.max(jnp.abs(g_eta.angle))) < 1e-7 * scale
     assert float(jnp.max(jnp.abs(g_eta.log_radius))) < 1e-7 * scale

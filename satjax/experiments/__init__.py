@@ -3,15 +3,16 @@
 :func:`run_and_save` runs an experiment, prints its table, and writes NAME.json and NAME.png
 atomically into a folder (:mod:`satjax.report`); the command line's ``satjax reproduce`` calls
 it. The experiments: :mod:`.fig6` (1-D mixture and Table I), :mod:`.fig7` (Swiss roll under the
-rotating force), :mod:`.fig8` (CFM on digits), :mod:`.schedules` (schedule optimisation).
+rotating force), :mod:`.table1` (Table I with exact and learned dynamics), :mod:`.fig8` (CFM on digits), :mod:`.schedules` (schedule optimisation).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
-NAMES = ("fig6", "fig7", "fig8", "schedules")
+NAMES = ("fig6", "table1", "fig7", "fig8", "schedules")
 
 
 def _pm(v, se, digits=4):
@@ -33,6 +34,23 @@ def _tables(name, res, console):
                             " / ".join(f"{v:.4g}" for v in r["paper_eta"]))
                            for r in res["table_i"]],
                           ["Table I family", "our start", "eta (exact)", "paper cos / cond-OT / OT"])
+    elif name == "table1":
+        learned = res["settings"]["seeds"] > 0
+        console.table([(r["protocol"], r["family"], r["eta_exact"],
+                        f"{r['eta_sampler']:.4g}",
+                        _pm(r["eta_learned"], r["eta_learned_stderr"]) if learned else "-",
+                        r["paper_eta"])
+                       for r in res["rows"]],
+                      ["protocol", "start", "eta exact flow", "eta exact v, sampler",
+                       "eta learned ± se", "paper eta"])
+        console.say(f"sampler: {res['settings']['sampler']}; exact values: CDF transport "
+                    "(standard error 0); learned: mean ± s.e. over seeds")
+        if learned:
+            for k, v in res["W1_to_data"].items():
+                console.say(f"W1 to data, {k}: {_pm(v['mean'], v['stderr'])}")
+            for fam, v in res["verdict"].items():
+                console.say(f"smaller c2 -> smaller learned eta, {fam}: {v['status']} "
+                            f"(c2 order {' < '.join(v['order_by_c2'])})")
     elif name == "fig7":
         console.table([(k, _pm(v["eta"], v["eta_stderr"]), _pm(v["c1"], v["c1_stderr"]),
                         _pm(v["c2"], v["c2_stderr"]), _pm(v["wD"], None), v.get("paper_eta"))
@@ -62,7 +80,9 @@ def run_and_save(name: str, folder: Path, console, **settings) -> dict:
     if name not in NAMES:
         raise ValueError(f"unknown experiment {name!r}; choose one of {NAMES}")
     module = importlib.import_module(f"satjax.experiments.{name}")
-    kwargs = {k: v for k, v in settings.items() if k in module.run.__code__.co_varnames}
+    settings = {**settings, "folder": folder}
+    accepted = inspect.signature(module.run).parameters
+    kwargs = {k: v for k, v in settings.items() if k in accepted}
     bar = console.progress(0, name)
 
     def progress(i, n):
