@@ -58,6 +58,11 @@ class Distribution(struct.PyTreeNode):
     #: whether the support is bounded (a structural fact, known under jit)
     compact_support = False
 
+    def density_jumps(self):
+        """1-D: the points (k,) where the density jumps (its CDF has a kink), or None for a
+        continuous density. Quadrature rules split their panels there (docs/theory.md §6)."""
+        return None
+
     def tail_variance(self) -> jax.Array:
         """The largest variance along any direction with which the density decays at infinity
         (for a Gaussian mixture, the largest eigenvalue of any component covariance; 0 for a

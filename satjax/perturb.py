@@ -86,6 +86,9 @@ class Uniform(Distribution):
 
     compact_support = True
 
+    def density_jumps(self):
+        return jnp.stack([self.low[0], self.high[0]])
+
     def support(self, z: float = 12.0):
         return self.low, self.high
 
