@@ -209,8 +209,8 @@ def test_compilation_cache_on_by_default_and_off_by_flag_or_environment(tmp_path
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "satjax.cli", "bound", "--protocol", "cosine", "--data",
-           "gmm:means=-2|2,std=0.5", "--perturb", "shift:0.2", "--n-time", "8", "--quiet"]
+    cmd = [sys.executable, "-m", "satjax.cli", "path", "--protocol", "cosine", "--data",
+           "gmm:means=-2|2,std=0.5", "--n-time", "8", "--quiet"]
     base = {k: v for k, v in os.environ.items() if k != "SATJAX_NO_CACHE"}
     for name, extra, env_extra, written in (("on", [], {}, True),
                                             ("flag", ["--no-cache"], {}, False),
