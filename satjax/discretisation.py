@@ -75,9 +75,8 @@ def sampler_eta(protocol, data, perturbation, *, solver: str, n_steps: int,
     learned = velocity is not None
     velocity = exact_velocity(protocol, data) if velocity is None else velocity
     tau = float(protocol.tau)
-    w_end = w1_quantile_images(velocity, start, data, tau, int(n_levels), int(n_steps), solver)
-    w_half = w1_quantile_images(velocity, start, data, tau, int(n_levels) // 2, int(n_steps),
-                                solver)
+    w_end, w_half = w1_quantile_images(velocity, start, data, tau, int(n_levels), int(n_steps),
+                                       solver)
     d0 = s["D0"]
     dw1 = w_end - s["W1_start"]
     eta = dw1**2 / (tau * d0) if math.isfinite(d0) and d0 > 0 else math.nan
