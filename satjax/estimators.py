@@ -235,11 +235,15 @@ class MonteCarlo(Estimator):
     def rates(self, protocol, data, t, *, speed: bool = True) -> NodeRates:
         t = as_float(t)
         x = protocol.sample_given(data, t, self.draws)
-        outputs = ("score", "velocity") if protocol.has_density else ("velocity",)
-        f = protocol.fields(data, x, t, outputs)
-        nu = f.velocity
+        known = None if protocol.has_density else protocol.velocity_given(data, t, self.draws)
+        if known is None:
+            outputs = ("score", "velocity") if protocol.has_density else ("velocity",)
+            f = protocol.fields(data, x, t, outputs)
+            nu, score = f.velocity, f.score
+        else:
+            nu, score = known, None
         kin = jnp.sum(nu**2, -1)
-        score_flux = jnp.sum(nu * f.score, -1) if f.score is not None else None
+        score_flux = jnp.sum(nu * score, -1) if score is not None else None
         force_flux = None
         if protocol.stochastic:
             force_flux = jnp.sum(jax.vmap(protocol.force, in_axes=(0, None))(x, t) * nu, -1)

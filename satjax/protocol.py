@@ -147,6 +147,12 @@ class Protocol(struct.PyTreeNode):
         """Samples of P_t (n, d) from common random numbers (reparameterised: differentiable)."""
         raise NotImplementedError
 
+    def velocity_given(self, data, t: Real[ArrayLike, ""], draws: Draws):
+        """ν_t at the points :meth:`sample_given` returns for the same draws, when the protocol
+        knows it from its construction (a geodesic's straight lines); None: evaluate
+        :meth:`fields` there."""
+        return None
+
     def flow_map_1d(self, data, t, x0):
         """1-D only, optional: the Lagrangian position X_t(x₀) at time t of the data point x₀
         (the monotone rearrangement), for protocols that have it in closed form; None when
