@@ -283,6 +283,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
           samples: Annotated[int, typer.Option("--samples", help="Particles per transported set (n-D, or with --model).")] = 1000,
           n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 48,
           grad: Annotated[Optional[str], typer.Option("--grad", help="NAME[,NAME]: derivatives of eta, c1, c2 w.r.t. protocol parameters.")] = None,
+          grad_replicates: Annotated[int, typer.Option("--grad-replicates", help="Independent draws for the standard error of --grad (particle route).")] = 4,
           solver: Annotated[Optional[str], typer.Option("--solver", help="Particle transport ODE solver euler | heun | rk4 (forces particles; default rk4).")] = None,
           ode_steps: Annotated[Optional[int], typer.Option("--ode-steps", help="Particle transport ODE steps, a multiple of 20 or of --ode-steps itself (forces particles; default 100).")] = None,
           plot: Annotated[Optional[str], typer.Option("--plot", help="PNG of v_loss^2, E|nu|^2 and W1 over t.")] = None,
@@ -294,6 +295,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     check_dims(d_spec, p_spec, q_spec)
     check_range("--samples", samples, 16, 20_000)
     check_range("--n-time", n_time, 4, 4096)
+    check_range("--grad-replicates", grad_replicates, 2, 64)
     names = _grad_names(grad, p_spec)
     if solver is not None and solver not in ("euler", "heun", "rk4"):
         raise InputError(f"--solver must be euler, heun or rk4; got {solver!r}")
@@ -323,7 +325,8 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     payload = {"data": data, "protocol": protocol, "protocol_class": p.describe(),
                "perturb": perturb, "tau": tau, "model": model, **payload}
     if names:
-        payload["grad"] = _gradients(p, d, pert, fld, n_time, run, names, samples, transport)
+        payload.update(_gradients(p, d, pert, fld, n_time, run, names, samples, transport,
+                                  grad_replicates))
     rows = [(k, getattr(r, k)) for k in ("eta", "c1", "c2", "wD", "D0", "dW1", "W1_start",
                                           "W1_end")]
     if r.eq100 is not None:
@@ -332,7 +335,10 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     run.console.verdicts(verdicts)
     if names:
         for q, g in payload["grad"].items():
-            run.console.say(f"d{q}/d" + ", d".join(f"{k} = {v:.6g}" for k, v in g.items()))
+            run.console.say(f"d{q}/d" + ", d".join(
+                _with_uncertainty(k, v, payload["grad_stderr"][q][k], payload["grad_error"][q][k])
+                for k, v in g.items()))
+        run.console.say(f"gradients: {payload['grad_method']}")
     if plot:
         from satjax.plotting import plot_bound
         from satjax.report import jsonable, write_png
@@ -340,6 +346,15 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
         write_png(plot_bound, jsonable(payload), plot)
         run.console.say(f"wrote {plot}")
     finish(run, payload, verdicts)
+
+
+def _with_uncertainty(name, value, stderr, error) -> str:
+    import numpy as np
+
+    v, se, err = (np.ravel(np.asarray(a, float)) for a in (value, stderr, error))
+    parts = [f"{a:.6g}" + (f" ± {b:.2g}" if b > 0 else "") + (f" (error {c:.2g})" if c > 0 else "")
+             for a, b, c in zip(v, se, err)]
+    return f"{name} = " + (parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]")
 
 
 def bound_payload(r, verdicts) -> dict:
@@ -377,31 +392,61 @@ def _grad_names(grad: Optional[str], p_spec: specs.Spec):
     return names
 
 
-def _gradients(p, d, pert, fld, n_time, run, names, samples, transport) -> dict:
+def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicates) -> dict:
     """Autodiff of η, c_1, c_2 with respect to the named protocol parameters, with the same
-    random numbers as the values (so re-running with a moved parameter checks them)."""
+    random numbers as the values (so re-running with a moved parameter checks them), and the
+    uncertainty of each derivative: on the exact 1-D route (CDF transport, deterministic path
+    estimator) the change when the CDF grid is halved; otherwise the standard deviation of the
+    derivative over ``replicates`` independent draws of the particles and nodes (the standard
+    error of the one reported)."""
     import jax
     import numpy as np
 
     from satjax import bound as B
-    from satjax.estimators import resolve
+    from satjax.estimators import CDF, resolve
     from satjax._util import gauss_legendre
 
-    keys = jax.random.split(run.key(1), 3)
-    est = resolve(d, p, "auto", key=keys[0])
-    tr = B.resolve_transport(transport, d, fld, keys[1], samples)
     ts, _ = gauss_legendre(n_time, 0.0, p.tau)
-    est = est.prepare(p, d, ts)
     fields = {n: _FIELD.get(n, n) for n in names}
     theta = {n: getattr(p, f) for n, f in fields.items()}
 
-    def outputs(th):
-        r = B.bound_kernel(p.replace(**{fields[n]: v for n, v in th.items()}), d, pert, fld,
-                           est, tr, n_time, keys[2])
-        return {"eta": r.eta.value, "c1": r.c1.value, "c2": r.c2.value}
+    def jacobian(key, tr=None):
+        keys = jax.random.split(key, 3)
+        est = resolve(d, p, "auto", key=keys[0]).prepare(p, d, ts)
+        tr = tr if tr is not None else B.resolve_transport(transport, d, fld, keys[1], samples)
 
-    jac = jax.jacrev(outputs)(theta)
-    return {q: {n: np.asarray(v).tolist() for n, v in g.items()} for q, g in jac.items()}
+        def outputs(th):
+            r = B.bound_kernel(p.replace(**{fields[n]: v for n, v in th.items()}), d, pert,
+                               fld, est, tr, n_time, keys[2])
+            return {"eta": r.eta.value, "c1": r.c1.value, "c2": r.c2.value}
+
+        jac = jax.jacrev(outputs)(theta)
+        return {q: {n: np.asarray(v, float) for n, v in g.items()} for q, g in jac.items()}, \
+            est, tr
+
+    base, est, tr = jacobian(run.key(1))
+    if isinstance(tr, CDF) and not est.per_sample:
+        half, _, _ = jacobian(run.key(1), tr.replace(n_points=tr.n_points // 2))
+        error = {q: {n: np.abs(v - half[q][n]) for n, v in g.items()} for q, g in base.items()}
+        stderr = {q: {n: np.zeros_like(v) for n, v in g.items()} for q, g in base.items()}
+        method = (f"autodiff of the exact 1-D route; error: change at {tr.n_points // 2} CDF "
+                  "points")
+    else:
+        reps = [base]
+        for k in range(1, replicates):
+            run.console.say(f"gradient replicate {k + 1}/{replicates}")
+            reps.append(jacobian(jax.random.fold_in(run.key(1), k))[0])
+        stderr = {q: {n: np.std([r[q][n] for r in reps], axis=0, ddof=1) for n in g}
+                  for q, g in base.items()}
+        error = {q: {n: np.zeros_like(v) for n, v in g.items()} for q, g in base.items()}
+        method = (f"autodiff of the estimate with the values' random numbers; standard error: "
+                  f"spread over {replicates} independent draws of particles and nodes")
+
+    def tolist(tree):
+        return {q: {n: v.tolist() for n, v in g.items()} for q, g in tree.items()}
+
+    return {"grad": tolist(base), "grad_stderr": tolist(stderr), "grad_error": tolist(error),
+            "grad_method": method}
 
 
 # ----------------------------------------------------------------------------------- train

@@ -87,19 +87,23 @@ def test_bound_nd_on_stdout_has_standard_errors():
 
 def test_bound_grad_matches_central_differences(tmp_path):
     """--grad beta_max against central differences of the same command at β_max ± 0.5 with the
-    same seed (2-D Gaussian data: particles, closed-form path)."""
+    same seed (2-D Gaussian data: particles, closed-form path). For Gaussian data the particle
+    route is exact (common random numbers), so the derivative's standard error over independent
+    replicates is at rounding level."""
     base = ["bound", "--data", "gauss:mean=0.5;-0.3,std=0.5", "--perturb", "shift:0.2",
             "--samples", "200", "--n-time", "16", "--seed", "3"]
     vals = {}
     for b in (19.5, 20.0, 20.5):
         out = tmp_path / f"g{b}.json"
-        extra = ["--grad", "beta_max"] if b == 20.0 else []
+        extra = ["--grad", "beta_max", "--grad-replicates", "2"] if b == 20.0 else []
         run_ok(base + ["--protocol", f"vp-linear:beta_min=0.1,beta_max={b}", "--json", str(out)]
                + extra)
         vals[b] = strict(out)
     for q in ("eta", "c1", "c2"):
         fd = vals[20.5][q] - vals[19.5][q]
         assert vals[20.0]["grad"][q]["beta_max"] == pytest.approx(fd, rel=0.05), q
+        assert 0 <= vals[20.0]["grad_stderr"][q]["beta_max"] < 1e-6 * abs(fd), q
+    assert "2 independent draws" in vals[20.0]["grad_method"]
     # the Gaussian case separates per coordinate: η is the 1-D exact value
     out = tmp_path / "exact.json"
     run_ok(["bound", "--data", "gauss:mean=0.5,std=0.5", "--perturb", "shift:0.2", "--protocol",
