@@ -58,11 +58,18 @@ def _tables(name, res, console):
                       ["case", "eta ± se", "c1 ± se", "c2 ± se", "wD", "paper eta"])
         console.say(res["statement"])
     elif name == "fig8":
-        console.table([(c["loss"], f"{c['eta']:.4g} ± {c['eta_stderr']:.2g}",
-                        f"{c['c2']:.4g} ± {c['c2_stderr']:.2g}", c["ratio_eta_over_c2"],
+        console.table([(c["loss"], c["n_models"], _pm(c["eta"], c["eta_stderr"]),
+                        _pm(c["c2"], c["c2_stderr"]), c["ratio_eta_over_c2"],
+                        _pm(c["W1_generated_to_data"], c["W1_generated_to_data_stderr"]),
                         c["D0"], c["holds"]["eta<=c2"])
                        for c in res["cases"]],
-                      ["model", "eta ± se", "c2 ± se (G20)", "eta/c2", "D0 (G21)", "eta<=c2"])
+                      ["loss", "models", "eta ± se", "c2 ± se (G20)", "eta/c2",
+                       "W1 to data ± se", "D0 (G21)", "eta<=c2"])
+        for q, v in res["paired_ot_cfm_minus_cfm"].items():
+            p = "n/a" if v["p_value"] is None else f"{v['p_value']:.3g}"
+            console.say(f"ot-cfm - cfm, {q}: {_pm(v['mean_difference'], v['stderr'])} "
+                        f"(paired over {v['n']} seeds, p = {p})")
+        console.say("mean ± s.e. over trained models (training and particle noise together)")
     else:
         console.table([(k, v["c2_cosine"], v["c2_condot"],
                         f"{v['c2_optimised']:.5g} ± {v['c2_optimised_stderr']:.2g}",
