@@ -652,15 +652,16 @@ def bound(protocol, data, perturbation, *, velocity=None, estimator="auto", tran
                                          protocol.tau, n_time)
     if isinstance(transport, CDF) and any(finite):
         transport = cdf_frame(protocol, data, n_time, transport.n_points)
-    # the CDF route: one compiled program per protocol family, start family and sizes; the
-    # particle route (a host assignment per saved time) runs eagerly around its compiled ODE
-    kernel = _bound_cdf if isinstance(transport, (CDF, CDFFrame)) else bound_kernel
+    # one compiled program per protocol family, start family and sizes (the particle route's
+    # exact assignment is a host callback inside it); a learned velocity runs eagerly around
+    # its compiled ODE solves
+    kernel = _bound_compiled if velocity is None else bound_kernel
     out = tuple(kernel(protocol, data, p, velocity, est, transport, n_time, keys[2], f, path)
                 for p, f in zip(perts, finite))
     return out if many else out[0]
 
 
-_bound_cdf = jax.jit(bound_kernel, static_argnums=(3, 6, 8))
+_bound_compiled = jax.jit(bound_kernel, static_argnums=(3, 6, 8))
 _pearson = jax.jit(PT.pearson)
 
 
