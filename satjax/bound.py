@@ -647,9 +647,10 @@ def bound(protocol, data, perturbation, *, velocity=None, estimator="auto", tran
                                  f"{p.label()!r} changes nothing to bound")
     ts, _ = gauss_legendre(n_time, 0.0, protocol.tau)
     est = est.prepare(protocol, data, ts)
-    if path is None:  # once, for every perturbation
-        path = path_mod.path_cost_kernel(protocol, data, est, jnp.zeros_like(protocol.tau),
-                                         protocol.tau, n_time)
+    if path is None:  # once, for every perturbation (compiled: eagerly, each call of a
+        # grid estimator's solver would be traced and compiled anew)
+        path = _path_compiled(protocol, data, est, jnp.zeros_like(protocol.tau), protocol.tau,
+                              n_time)
     if isinstance(transport, CDF) and any(finite):
         transport = cdf_frame(protocol, data, n_time, transport.n_points)
     # one compiled program per protocol family, start family and sizes (the particle route's
@@ -662,6 +663,7 @@ def bound(protocol, data, perturbation, *, velocity=None, estimator="auto", tran
 
 
 _bound_compiled = jax.jit(bound_kernel, static_argnums=(3, 6, 8))
+_path_compiled = jax.jit(path_mod.path_cost_kernel, static_argnums=(5,))
 _pearson = jax.jit(PT.pearson)
 
 
