@@ -23,26 +23,6 @@ os.environ["SATJAX_NO_CACHE"] = "1"
 jax.config.update("jax_enable_x64", True)
 
 
-# The longest tests (compilation-bound, 40-170 s each on 2 cores; none uses a module-scoped
-# fixture) are scheduled first, and `--dist worksteal` (pyproject.toml) lets an idle worker take
-# pending tests from the other: the two workers then end together instead of one idling through
-# the last long test.
-LONGEST_FIRST = (
-    "test_table1_quick_exact_sampler_learned_and_resume", "test_eta_and_c1_objectives_in_1d",
-    "test_notebook_executes", "test_reproduce_fig6_quick",
-    "test_bound_grad_matches_central_differences", "test_fig8_quick_models_statistics_and_resume",
-    "test_train_sample_bound_model_and_extension", "test_eta_is_the_same_for_every_schedule_in_2d",
-    "test_2d_ot_path_at_defaults_runs_in_bounded_memory", "test_swiss_roll_grid_speed",
-    "test_uniform_start_converges_and_its_error_covers_the_change",
-    "test_readme_python_example_runs", "test_four_devices_thermo",
-    "test_annotations_hold_and_are_enforced")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.originalname, len(rank)))  # stable
-
-
 @pytest.fixture
 def key():
     return jax.random.PRNGKey(0)
