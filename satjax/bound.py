@@ -43,7 +43,7 @@ from satjax import path as path_mod
 from satjax import perturb as PT
 from satjax._util import as_float, gauss_legendre, map_over_nodes, map_over_points
 from satjax.estimate import Estimate, compare, vacuous
-from satjax.estimators import CDF, Particles, resolve
+from satjax.estimators import CDF, DensityGrid, Particles, resolve
 from satjax.forward import check
 from satjax.geometry import distances
 from satjax.likelihood import flow_with_log_density
@@ -520,6 +520,94 @@ def _eq100(protocol, data, fld, exact, start, xb0, xs_b, ells, ts, dW1, dW1_se, 
                  rhs=Estimate(value=rhs, stderr=rhs_se, error=z, method=est.method))
 
 
+# ------------------------------------------------------------------- the 2-D density-grid route
+
+
+class GridPass(struct.PyTreeNode):
+    """One resolution of the density-grid transport: saved times ``ts`` (0 → τ), W_1 and its
+    rate there, the ODE check ``ode_w1`` = W_1(q, the flowed P_τ) at t = 0, the masses of q and
+    p inside the box, and whether every linear program converged."""
+
+    ts: jax.Array
+    W1: jax.Array
+    rate: jax.Array
+    ode_w1: jax.Array
+    mass_q: jax.Array
+    mass_p: jax.Array
+    converged: jax.Array
+
+
+def _grid_pass(protocol, data, start, p_end, transport: DensityGrid, n: int) -> GridPass:
+    """q and p = P̃_0 as masses of the n × n cells, carried 0 → τ (docs/theory.md §6.4)."""
+    from satjax.geometry import atoms
+
+    lo, hi = transport.box()
+    h = (hi - lo) / n
+    cx = [lo[i] + h[i] * (np.arange(n) + 0.5) for i in range(2)]
+    X, Y = np.meshgrid(*cx, indexing="ij")
+    dtype = jnp.result_type(float)
+    pts = jnp.asarray(np.stack([X.ravel(), Y.ravel()], -1), dtype)
+    area = float(h[0] * h[1])
+    exact = exact_velocity(protocol, data)
+    fl = flow_with_log_density(exact, pts, t_start=0.0, t_end=protocol.tau,
+                               method=transport.solver, n_steps=transport.n_steps,
+                               n_save=transport.n_save)
+    x_tau, ell = fl.xs[-1], fl.ells[-1][:, 0]
+    q = area * jnp.exp(data.log_prob(pts))
+    p = area * jnp.exp(start.log_prob(x_tau) + ell)
+    q_flowed = area * jnp.exp(p_end.log_prob(x_tau) + ell)
+    W1, rate, ok = [], [], []
+    for k in range(fl.ts.shape[0]):
+        w, r, c = atoms.w1_same_atoms(fl.xs[k], q, p, exact.batch(fl.xs[k], fl.ts[k]))
+        W1.append(w)
+        rate.append(r)
+        ok.append(c)
+    ode_w1, _, c = atoms.w1_same_atoms(pts, q, q_flowed)
+    return GridPass(ts=fl.ts, W1=jnp.stack(W1), rate=jnp.stack(rate), ode_w1=ode_w1,
+                    mass_q=jnp.sum(q), mass_p=jnp.sum(p),
+                    converged=jnp.min(jnp.stack(ok + [c])))
+
+
+def _grid_route(protocol, data, start, p_end, transport: DensityGrid, D0):
+    """η, ΔW_1, c_1 and the W_1 curve by the density grid at n, with the change at n/2, the ODE
+    check and the mass outside the box as their error (docs/theory.md §6.4)."""
+    fine = _grid_pass(protocol, data, start, p_end, transport, transport.n)
+    lo, hi = transport.box()
+    diam = float(np.hypot(*(hi - lo)))
+    # mass of q or p outside the box moves W_1 by at most that mass times the box's diameter
+    # (plus the distance it lies outside, negligible for Gaussian tails)
+    outside = (jnp.abs(1.0 - fine.mass_q) + jnp.abs(1.0 - fine.mass_p)) * diam
+    w = _trapezoid_weights(fine.ts)
+    c1 = w @ fine.rate**2 / D0.value
+    c1_err = jnp.abs(c1 - _trapezoid_weights(fine.ts[::2]) @ fine.rate[::2] ** 2 / D0.value) \
+        if fine.ts.shape[0] >= 5 else jnp.zeros_like(c1)
+    W1_err = jnp.zeros_like(fine.W1) + fine.ode_w1 + outside
+    ok = fine.converged
+    if transport.check_coarse:
+        coarse = _grid_pass(protocol, data, start, p_end, transport, transport.n // 2)
+        W1_err = W1_err + jnp.abs(fine.W1 - coarse.W1)
+        c1_err = c1_err + jnp.abs(c1 - w @ coarse.rate**2 / D0.value)
+        ok = jnp.minimum(ok, coarse.converged)
+    dW1 = fine.W1[0] - fine.W1[-1]
+    dW1_err = fine.ode_w1 + outside
+    if transport.check_coarse:
+        dW1_err = dW1_err + jnp.abs(dW1 - (coarse.W1[0] - coarse.W1[-1]))
+    # an unconverged linear program makes every number of this route undefined
+    bad = jnp.where(ok > 0, 0.0, jnp.nan)
+    m = (f"{transport.method}; error: change on the n/2 grid + ODE check + mass outside the "
+         "box")
+    z = jnp.zeros_like(dW1)
+
+    def est(v, e):
+        return Estimate(value=v + bad, stderr=z, error=e, method=m)
+
+    v_loss_sq = fine.rate**2 / D0.value
+    return dict(t=fine.ts, W1=fine.W1 + bad, t_rate=fine.ts, v_loss_sq=v_loss_sq + bad,
+                v_loss_sq_stderr=jnp.zeros_like(v_loss_sq), c1=est(c1, c1_err),
+                dW1=est(dW1, dW1_err), W1_start=est(fine.W1[-1], W1_err[-1]),
+                W1_end=est(fine.W1[0], W1_err[0]))
+
+
 # ----------------------------------------------------------------------------------- bound
 
 
@@ -571,6 +659,10 @@ def bound_kernel(protocol, data, perturbation, velocity, est, transport, n_time:
                      c1=with_error(c1, wts @ (dW1c**2 / D0.value)),
                      dW1=with_error(W1_0 - W1_tau, W1_0c - W1_tauc),
                      W1_start=with_error(W1_tau, W1_tauc), W1_end=with_error(W1_0, W1_0c))
+    elif isinstance(transport, DensityGrid):
+        parts = _grid_route(protocol, data, start, p_end, transport, D0)
+        kin, kin_se = _kinetic_at(est, protocol, data, parts["t"])
+        parts.update(kinetic=kin, kinetic_stderr=kin_se)
     else:
         parts = _particle_route(protocol, data, perturbation, start, p_end, velocity, transport,
                                 est, pc, D0)
@@ -600,15 +692,18 @@ def bound(protocol, data, perturbation, *, velocity=None, estimator="auto", tran
       velocity: a learned velocity field ν̂(x, t) (a :class:`satjax.reverse.Field` or callable)
         that carries the perturbed start; Eq. 100 is then evaluated too. None: the exact ν.
       estimator: how c_2, w_D, E‖ν_t‖² and L_α are computed (:func:`satjax.estimators.resolve`).
-      transport: a :class:`satjax.estimators.CDF` (1-D, exact velocity) or
-        :class:`satjax.estimators.Particles`, "cdf", or "auto" (CDF in 1-D without
-        ``velocity``; otherwise particles: a quantile grid of 4000 in 1-D, 1000 samples in n-D).
+      transport: a :class:`satjax.estimators.CDF` (1-D, exact velocity),
+        :class:`satjax.estimators.DensityGrid` (2-D, exact velocity) or
+        :class:`satjax.estimators.Particles`, "cdf", "grid", "particles", or "auto" (without
+        ``velocity``: CDF in 1-D, the density grid in 2-D unless ``particles`` is given;
+        otherwise particles: a quantile grid of 4000 in 1-D, 1000 samples in n-D).
       n_time: Gauss–Legendre nodes for the time integrals.
       key: PRNG key for Monte-Carlo estimators and particle samples (default PRNGKey(0)); every
         perturbation of a sequence uses the same key (common random numbers).
       path: a :class:`satjax.path.PathCost` of this protocol and data with ``n_time`` nodes
         (e.g. shared by several calls); computed here when None.
-      particles: the number of particles when ``transport="auto"`` chooses particles.
+      particles: the number of particles when ``transport`` is "auto" or "particles" (in 2-D
+        with the exact velocity, giving it chooses particles over the density grid).
 
     Returns:
       :class:`BoundResult`, or a tuple of them (one per perturbation) for a sequence.
@@ -667,8 +762,23 @@ _path_compiled = jax.jit(path_mod.path_cost_kernel, static_argnums=(5,))
 _pearson = jax.jit(PT.pearson)
 
 
+# the density-grid transport refuses to start beyond this estimated peak memory
+GRID_BUDGET_BYTES = 6 << 30
+
+
 def resolve_transport(transport, data, velocity, key, particles: Optional[int] = None):
-    """The transport for ``bound`` (see its ``transport`` argument)."""
+    """The transport for ``bound`` (see its ``transport`` argument), checked, with its sizes
+    chosen for ``data``."""
+    if isinstance(transport, DensityGrid) or transport == "grid":
+        if velocity is not None:
+            raise ValueError("the density-grid transport carries the exact velocity only; a "
+                             "learned velocity needs the particle transport")
+        t = (transport if isinstance(transport, DensityGrid) else DensityGrid()).prepare(data)
+        need = t.peak_bytes()
+        if need > GRID_BUDGET_BYTES:
+            raise ValueError(f"the density grid n = {t.n} needs about {need / 2**30:.1f} GB "
+                             f"(limit {GRID_BUDGET_BYTES / 2**30:.0f} GB): choose a smaller n")
+        return t
     if isinstance(transport, Particles):
         t = transport if transport.key is not None else transport.replace(key=key)
         t.check()
@@ -679,12 +789,16 @@ def resolve_transport(transport, data, velocity, key, particles: Optional[int] =
         t = transport if isinstance(transport, CDF) else CDF()
         t.check()
         return t
-    if transport != "auto":
+    if transport == "particles":
+        transport = "auto"
+    elif transport != "auto":
         what = repr(transport) if isinstance(transport, str) else type(transport).__name__
-        raise ValueError(f"unknown transport {what}; expected 'auto', 'cdf', a CDF or a "
-                         "Particles object")
-    if data.dim == 1 and velocity is None:
+        raise ValueError(f"unknown transport {what}; expected 'auto', 'cdf', 'grid', "
+                         "'particles', or a CDF, DensityGrid or Particles object")
+    elif data.dim == 1 and velocity is None:
         return CDF()
+    elif data.dim == 2 and velocity is None and particles is None:
+        return resolve_transport("grid", data, velocity, key)
     n = particles or (4000 if data.dim == 1 else 1000)
     t = Particles(n=n, key=key)
     t.check()

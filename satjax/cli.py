@@ -280,7 +280,9 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
           perturb: Annotated[str, typer.Option("--perturb", help="Reverse start: shift:D, scale:S, gaussian, mean:MU, variance:V, uniform:a=A,b=B, gmm:..., npy:path=F,width=W.")],
           model: Annotated[Optional[str], typer.Option("--model", help="Learned velocity (model folder): Eq. 100.")] = None,
           allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Use --model with other data or protocol than it was trained on.")] = False,
-          samples: Annotated[int, typer.Option("--samples", help="Particles per transported set (n-D, or with --model).")] = 1000,
+          transport: Annotated[str, typer.Option("--transport", help="auto | grid | particles: how the perturbed path is carried (auto: exact CDFs in 1-D, the density grid in 2-D, particles in d >= 3 or with --model).")] = "auto",
+          grid_n: Annotated[Optional[int], typer.Option("--grid-n", help="Density grid: cells per side (even; default from the data's narrowest component, 32-128).")] = None,
+          samples: Annotated[Optional[int], typer.Option("--samples", help="Particles per transported set (forces particles; default 1000).")] = None,
           n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 48,
           grad: Annotated[Optional[str], typer.Option("--grad", help="NAME[,NAME]: derivatives of eta, c1, c2 w.r.t. protocol parameters.")] = None,
           grad_replicates: Annotated[int, typer.Option("--grad-replicates", help="Independent draws for the standard error of --grad (particle route).")] = 4,
@@ -293,7 +295,21 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     d_spec, p_spec = specs.parse_data(data), specs.parse_protocol(protocol)
     q_spec = specs.parse_perturbation(perturb)
     check_dims(d_spec, p_spec, q_spec)
-    check_range("--samples", samples, 16, 20_000)
+    if transport not in ("auto", "grid", "particles"):
+        raise InputError(f"--transport must be auto, grid or particles; got {transport!r}")
+    particle_opts = [o for o, v in (("--samples", samples), ("--solver", solver),
+                                    ("--ode-steps", ode_steps)) if v is not None]
+    if transport == "grid" and particle_opts:
+        raise InputError(f"{', '.join(particle_opts)} set the particle transport; "
+                         "--transport grid takes --grid-n")
+    if grid_n is not None:
+        check_range("--grid-n", grid_n, 8, 512)
+        if grid_n % 2:
+            raise InputError(f"--grid-n must be even (the error compares with n/2); got {grid_n}")
+        if transport == "particles" or particle_opts:
+            raise InputError("--grid-n sets the density grid; it does not apply to particles")
+    if samples is not None:
+        check_range("--samples", samples, 16, 20_000)
     check_range("--n-time", n_time, 4, 4096)
     check_range("--grad-replicates", grad_replicates, 2, 64)
     names = _grad_names(grad, p_spec)
@@ -311,13 +327,25 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     p = specs.build_protocol(p_spec, tau=tau, data=d, key=run.key(3))
     pert = specs.build_perturbation(q_spec)
     fld = _load_model(model, d, p, allow_mismatch) if model is not None else None
-    transport = "auto"
-    if solver is not None or ode_steps is not None:
+    if d.dim == 2 and fld is None and transport == "auto" and not particle_opts:
+        transport = "grid"
+    if transport == "grid":
+        from satjax.estimators import DensityGrid
+
+        if fld is not None:
+            raise InputError("--transport grid carries the exact velocity; with --model use "
+                             "particles")
+        if d.dim != 2:
+            raise InputError(f"--transport grid needs 2-D data; got dimension {d.dim}")
+        transport = B.resolve_transport(DensityGrid(n=grid_n or 0), d, None, run.key(4))
+    elif solver is not None or ode_steps is not None:
         from satjax.estimators import Particles
 
         steps = ode_steps or 100
-        transport = Particles(n=samples, solver=solver or "rk4", n_steps=steps,
+        transport = Particles(n=samples or 1000, solver=solver or "rk4", n_steps=steps,
                               n_save=20 if steps % 20 == 0 else steps, key=run.key(4))
+    elif transport == "particles" or samples is not None:
+        transport = "particles"
     r = B.bound(p, d, pert, velocity=fld, n_time=n_time, key=run.key(1), particles=samples,
                 transport=transport)
     verdicts = r.verdicts()
@@ -395,15 +423,16 @@ def _grad_names(grad: Optional[str], p_spec: specs.Spec):
 def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicates) -> dict:
     """Autodiff of η, c_1, c_2 with respect to the named protocol parameters, with the same
     random numbers as the values (so re-running with a moved parameter checks them), and the
-    uncertainty of each derivative: on the exact 1-D route (CDF transport, deterministic path
-    estimator) the change when the CDF grid is halved; otherwise the standard deviation of the
+    uncertainty of each derivative: on the deterministic routes (1-D CDF transport, 2-D density
+    grid, each with a deterministic path estimator) the change when the CDF points or grid
+    cells per side are halved; otherwise the standard deviation of the
     derivative over ``replicates`` independent draws of the particles and nodes (the standard
     error of the one reported)."""
     import jax
     import numpy as np
 
     from satjax import bound as B
-    from satjax.estimators import CDF, resolve
+    from satjax.estimators import CDF, DensityGrid, resolve
     from satjax._util import gauss_legendre
 
     ts, _ = gauss_legendre(n_time, 0.0, p.tau)
@@ -414,6 +443,8 @@ def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicat
         keys = jax.random.split(key, 3)
         est = resolve(d, p, "auto", key=keys[0]).prepare(p, d, ts)
         tr = tr if tr is not None else B.resolve_transport(transport, d, fld, keys[1], samples)
+        if isinstance(tr, DensityGrid):  # the value's n/2 check is not differentiated
+            tr = tr.replace(check_coarse=False)
 
         def outputs(th):
             r = B.bound_kernel(p.replace(**{fields[n]: v for n, v in th.items()}), d, pert,
@@ -431,6 +462,12 @@ def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicat
         stderr = {q: {n: np.zeros_like(v) for n, v in g.items()} for q, g in base.items()}
         method = (f"autodiff of the exact 1-D route; error: change at {tr.n_points // 2} CDF "
                   "points")
+    elif isinstance(tr, DensityGrid) and not est.per_sample:
+        half, _, _ = jacobian(run.key(1), tr.replace(n=tr.n // 2))
+        error = {q: {n: np.abs(v - half[q][n]) for n, v in g.items()} for q, g in base.items()}
+        stderr = {q: {n: np.zeros_like(v) for n, v in g.items()} for q, g in base.items()}
+        method = (f"autodiff of the 2-D density grid (envelope of the exact linear programs); "
+                  f"error: change on the {tr.n // 2} x {tr.n // 2} grid")
     else:
         reps = [base]
         for k in range(1, replicates):

@@ -57,6 +57,14 @@ class Estimate(struct.PyTreeNode):
     def deterministic(self) -> bool:
         return float(self.stderr) == 0.0
 
+    @property
+    def resolved(self) -> bool:
+        """False when the uncertainty (standard error plus resolution error) is at least the
+        value's size: the estimate does not tell the value from zero (it is then reported as
+        "unresolved", not as a number)."""
+        v, u = float(self.value), float(self.stderr) + float(self.error)
+        return not (math.isfinite(v) and u > 0 and u >= abs(v))
+
     def to_json(self, name: str) -> dict:
         """{name, name_stderr, name_error, name_method[, name_kind, name_upper]} (strict JSON)."""
         out = {name: finite_or_none(self.value), f"{name}_stderr": finite_or_none(self.stderr),
@@ -68,6 +76,8 @@ class Estimate(struct.PyTreeNode):
         status = number_status(self.value)
         if status != "finite":
             out[f"{name}_status"] = status
+        elif not self.resolved:
+            out[f"{name}_status"] = "unresolved"
         return out
 
     def text(self) -> str:
@@ -75,6 +85,8 @@ class Estimate(struct.PyTreeNode):
         v = float(self.value)
         if not math.isfinite(v):
             return number_status(v)
+        if not self.resolved:
+            return f"unresolved (uncertainty {float(self.stderr) + float(self.error):.2g})"
         s = f"{v:.6g}"
         if float(self.stderr) > 0:
             s += f" ± {float(self.stderr):.2g}"
