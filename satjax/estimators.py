@@ -316,7 +316,8 @@ class DensityGrid(struct.PyTreeNode):
 
     The cells of an n × n grid over q's box (component means ± ``z`` widest standard
     deviations) are carried from t = 0 to τ by the probability-flow ODE (``solver``,
-    ``n_steps`` fixed steps, ``n_save`` saved times) with their log-density increments, so that
+    ``n_steps`` fixed steps in ``n_save`` legs of equal step counts between the saved times
+    τ (k/n_save)², dense near the data) with their log-density increments, so that
     each cell centre holds the exact mass of q and, by the change of variables, of the generated
     P̃_0 = p; at every saved time P_t and P̃_t are two weightings of the same moving atoms and
     W_1 between them is an exact linear program (:mod:`satjax.geometry.atoms`). Deterministic:

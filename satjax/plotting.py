@@ -176,12 +176,13 @@ def plot_fig7(res: dict, filename: str) -> None:
     pos = np.arange(len(keys))
     for k, (q, name) in enumerate((("eta", r"$\eta$"), ("c1", "$c_1$"), ("c2", "$c_2$"), ("wD", "$w_D$"))):
         vals = [summ[kk][q] for kk in keys]
-        errs = [summ[kk][q + "_stderr"] for kk in keys]
+        errs = [(summ[kk][q + "_stderr"] or 0.0) + (summ[kk].get(q + "_error") or 0.0)
+                for kk in keys]
         ax.bar(pos + (k - 1.5) * 0.2, vals, width=0.2, yerr=errs, capsize=2, label=name)
     ax.set_xticks(pos)
     ax.set_xticklabels(keys)
     ax.set_yscale("log")
-    ax.set_ylabel("value (mean ± s.e. over seeds)")
+    ax.set_ylabel("value ± s.e. over seeds (particles)\nor ± resolution error (grid)")
     ax.set_title(res["statement"], fontsize=9)
     ax.legend(fontsize=8, ncol=4)
     st = res["settings"]

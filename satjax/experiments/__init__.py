@@ -52,10 +52,16 @@ def _tables(name, res, console):
                 console.say(f"smaller c2 -> smaller learned eta, {fam}: {v['status']} "
                             f"(c2 order {' < '.join(v['order_by_c2'])})")
     elif name == "fig7":
-        console.table([(k, _pm(v["eta"], v["eta_stderr"]), _pm(v["c1"], v["c1_stderr"]),
-                        _pm(v["c2"], v["c2_stderr"]), _pm(v["wD"], None), v.get("paper_eta"))
+        def pm_res(v, q):
+            se, err = v[q + "_stderr"] or 0.0, v.get(q + "_error") or 0.0
+            if v[q] is not None and se + err >= abs(v[q]) > 0:
+                return f"unresolved (uncertainty {se + err:.2g})"
+            return _pm(v[q], se or None, 5) + (f" (res. {err:.1g})" if err else "")
+
+        console.table([(k, pm_res(v, "eta"), pm_res(v, "c1"), _pm(v["c2"], v["c2_stderr"]),
+                        _pm(v["wD"], None), v.get("paper_eta"), v["method"])
                        for k, v in res["summary"].items()],
-                      ["case", "eta ± se", "c1 ± se", "c2 ± se", "wD", "paper eta"])
+                      ["case", "eta", "c1", "c2 ± se", "wD", "paper eta", "method"])
         console.say(res["statement"])
     elif name == "fig8":
         console.table([(c["loss"], c["n_models"], _pm(c["eta"], c["eta_stderr"]),
