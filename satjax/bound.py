@@ -708,7 +708,8 @@ def bound(protocol, data, perturbation, *, velocity=None, estimator="auto", tran
       transport: a :class:`satjax.estimators.CDF` (1-D, exact velocity),
         :class:`satjax.estimators.DensityGrid` (2-D, exact velocity) or
         :class:`satjax.estimators.Particles`, "cdf", "grid", "particles", or "auto" (without
-        ``velocity``: CDF in 1-D, the density grid in 2-D unless ``particles`` is given;
+        ``velocity``: CDF in 1-D, the density grid in 2-D unless ``particles`` is given or
+        the particle route is exact — one Gaussian, a translated start, a Gaussian path;
         otherwise particles: a quantile grid of 4000 in 1-D, 1000 samples in n-D).
       n_time: Gauss–Legendre nodes for the time integrals.
       key: PRNG key for Monte-Carlo estimators and particle samples (default PRNGKey(0)); every
@@ -742,7 +743,8 @@ def bound(protocol, data, perturbation, *, velocity=None, estimator="auto", tran
         raise ValueError(f"`path` has {path.ts.shape[0]} time nodes; n_time is {n_time}")
     keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, 3)
     est = resolve(data, protocol, estimator, key=keys[0])
-    transport = resolve_transport(transport, data, velocity, keys[1], particles)
+    transport = resolve_transport(transport, data, velocity, keys[1], particles,
+                                  exact_pairs=particles_exact(protocol, data, perts))
     p_end = protocol.reverse_start(data)
     finite = []
     for p in perts:  # every eager check before any long computation
@@ -775,13 +777,24 @@ _path_compiled = jax.jit(path_mod.path_cost_kernel, static_argnums=(5,))
 _pearson = jax.jit(PT.pearson)
 
 
+def particles_exact(protocol, data, perturbations) -> bool:
+    """Whether the particle route is exact to rounding: one Gaussian moved by a translation
+    along a closed-form (Gaussian) path — the flow is affine, so every particle pair keeps one
+    displacement and the empirical W_1 is the exact one."""
+    perts = perturbations if isinstance(perturbations, (list, tuple)) else (perturbations,)
+    return (int(data.means.shape[0]) == 1 and all(p.translation for p in perts)
+            and bool(protocol.has_exact_rates(data)))
+
+
 # the density-grid transport refuses to start beyond this estimated peak memory
 GRID_BUDGET_BYTES = 6 << 30
 
 
-def resolve_transport(transport, data, velocity, key, particles: Optional[int] = None):
+def resolve_transport(transport, data, velocity, key, particles: Optional[int] = None, *,
+                      exact_pairs: bool = False):
     """The transport for ``bound`` (see its ``transport`` argument), checked, with its sizes
-    chosen for ``data``."""
+    chosen for ``data``; ``exact_pairs``: the particle route is exact here (one Gaussian, a
+    translated start, a Gaussian path), so "auto" takes it in 2-D."""
     if isinstance(transport, DensityGrid) or transport == "grid":
         if velocity is not None:
             raise ValueError("the density-grid transport carries the exact velocity only; a "
@@ -810,7 +823,7 @@ def resolve_transport(transport, data, velocity, key, particles: Optional[int] =
                          "'particles', or a CDF, DensityGrid or Particles object")
     elif data.dim == 1 and velocity is None:
         return CDF()
-    elif data.dim == 2 and velocity is None and particles is None:
+    elif data.dim == 2 and velocity is None and particles is None and not exact_pairs:
         return resolve_transport("grid", data, velocity, key)
     n = particles or (4000 if data.dim == 1 else 1000)
     t = Particles(n=n, key=key)
@@ -840,4 +853,5 @@ def pearson_along_flow(protocol, data, perturbation: PT.Perturbation, t, *,
 
 
 __all__ = ["BoundResult", "CDFFrame", "Eq100", "GridPass", "bound", "bound_kernel", "cdf_frame",
-           "frame_layout", "grid_times", "pearson_along_flow", "resolve_transport"]
+           "frame_layout", "grid_times", "particles_exact", "pearson_along_flow",
+           "resolve_transport"]

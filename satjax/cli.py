@@ -334,7 +334,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     p = specs.build_protocol(p_spec, tau=tau, data=d, key=run.key(3))
     pert = specs.build_perturbation(q_spec)
     fld = _load_model(model, d, p, allow_mismatch) if model is not None else None
-    if d.dim == 2 and fld is None and transport == "auto" and not particle_opts:
+    if grid_n is not None:
         transport = "grid"
     if transport == "grid":
         from satjax.estimators import DensityGrid
@@ -449,7 +449,8 @@ def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicat
     def jacobian(key, tr=None):
         keys = jax.random.split(key, 3)
         est = resolve(d, p, "auto", key=keys[0]).prepare(p, d, ts)
-        tr = tr if tr is not None else B.resolve_transport(transport, d, fld, keys[1], samples)
+        tr = tr if tr is not None else B.resolve_transport(
+            transport, d, fld, keys[1], samples, exact_pairs=B.particles_exact(p, d, pert))
         if isinstance(tr, DensityGrid):  # the value's n/2 check is not differentiated
             tr = tr.replace(check_coarse=False)
 

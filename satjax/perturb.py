@@ -110,6 +110,11 @@ class Perturbation(struct.PyTreeNode):
         """Samples of P̃_τ from samples x of P_τ when P̃_τ is a map of P_τ, else None."""
         return None
 
+    @property
+    def translation(self) -> bool:
+        """Whether P̃_τ is P_τ translated (every sample moved by the same vector)."""
+        return False
+
     def label(self) -> str:
         """A short text naming the perturbation (its spec)."""
         raise NotImplementedError
@@ -125,6 +130,10 @@ class Shift(Perturbation):
 
     def push_samples(self, x, p_tau):
         return x.at[:, 0].add(self.delta)
+
+    @property
+    def translation(self) -> bool:
+        return True
 
     def label(self):
         return f"shift:{float(self.delta):g}"

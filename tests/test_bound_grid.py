@@ -78,19 +78,21 @@ def test_envelope_gradient_matches_central_differences():
 @pytest.fixture(scope="module")
 def gaussian_case():
     """2-D N((1,0), 0.25 I) under rotating:h=1,g=3,tfin=2, start shifted by 0.3: the particle
-    route with common random numbers is exact here (every pair the same distance apart)."""
+    route with common random numbers is exact here (every pair the same distance apart), and
+    "auto" takes it."""
     data = specs.build_data(specs.parse_data("gauss:mean=1;0,std=0.5"))
     prot = specs.build_protocol(specs.parse_protocol("rotating:h=1,g=3,tfin=2"), tau=1.0)
     pert = PT.shift(0.3)
-    exact = B.bound(prot, data, pert, transport="particles", particles=64, n_time=8)
+    exact = B.bound(prot, data, pert, n_time=8)
+    assert "particles" in exact.method and float(exact.eta.stderr) < 1e-12
     return data, prot, pert, exact
 
 
 def test_grid_route_agrees_with_the_exact_gaussian_values(gaussian_case):
-    """η, ΔW_1, W_1 at both ends and c_1 of the density grid (auto in 2-D) against the exact
-    values, each within its reported error; the errors are small (η to 1 %)."""
+    """η, ΔW_1, W_1 at both ends and c_1 of the density grid against the exact values, each
+    within its reported error; the errors are small (η to 1 %)."""
     data, prot, pert, exact = gaussian_case
-    r = B.bound(prot, data, pert, n_time=8)
+    r = B.bound(prot, data, pert, n_time=8, transport="grid")
     assert "density grid" in r.method
     assert float(exact.eta.value) == pytest.approx(0.11395, abs=1e-5)
     for k in ("eta", "dW1", "W1_start", "W1_end", "c1"):
