@@ -47,9 +47,10 @@ from satjax.estimators import CDF, DensityGrid, Particles, resolve
 from satjax.forward import check
 from satjax.geometry import distances
 from satjax.likelihood import flow_with_log_density
+from satjax.pytree import Node
 from satjax.reverse import Field, as_field, exact_velocity, solve_ode
 
-class Eq100(struct.PyTreeNode):
+class Eq100(Node):
     """The imperfect-velocity relation (Eq. 100): ``t`` saved times, ``D`` = χ²(P̃_t ‖ P_t) there
     (with ``D_stderr``), ``D_max``, ``L_alpha`` = (1/τ)∫ E_{P_t}‖ν̂ − ν‖² dt, ``lhs`` =
     |ΔW_1|/sqrt(τ D_max), ``rhs`` = sqrt(w_D) + sqrt(1 + 1/D_max) sqrt(τ L_α)."""
@@ -63,7 +64,7 @@ class Eq100(struct.PyTreeNode):
     rhs: Estimate
 
 
-class BoundResult(struct.PyTreeNode):
+class BoundResult(Node):
     """Everything of docs/theory.md §6 for one protocol, data and perturbation.
 
     Curves: ``t`` (S,) times of ``W1`` = W_1(P_t, P̃_t); ``t_rate`` (R,) times of ``v_loss_sq``
@@ -190,7 +191,7 @@ def _panel_sums(g, g_rate, Y, jumps):
     return V + split(a), R + split(r)
 
 
-class CDFFrame(struct.PyTreeNode):
+class CDFFrame(Node):
     """The CDF transport (:class:`~satjax.estimators.CDF`) prepared for one protocol and data:
     everything of W_1(P_t, P̃_t) that does not depend on the perturbed start, at the
     Gauss–Legendre nodes ``ts`` (weights ``wts``) followed by t = 0 and t = τ.
@@ -523,7 +524,7 @@ def _eq100(protocol, data, fld, exact, start, xb0, xs_b, ells, ts, dW1, dW1_se, 
 # ------------------------------------------------------------------- the 2-D density-grid route
 
 
-class GridPass(struct.PyTreeNode):
+class GridPass(Node):
     """One resolution of the density-grid transport: saved times ``ts`` (0 → τ), W_1 and its
     rate there, the ODE check ``ode_w1`` = W_1(q, the flowed P_τ) at t = 0, the masses of q and
     p inside the box, and whether every linear program converged."""

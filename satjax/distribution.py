@@ -11,10 +11,11 @@ speed-accuracy relation uses. Implementations: :class:`satjax.mixtures.GaussianM
 from __future__ import annotations
 
 import jax
-from flax import struct
+
+from satjax.pytree import Node
 
 
-class Distribution(struct.PyTreeNode):
+class Distribution(Node):
     """Abstract distribution on R^d; points have shape (..., d)."""
 
     @property

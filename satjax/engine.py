@@ -20,10 +20,11 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
-from flax import struct
+
+from satjax.pytree import Node
 
 
-class Fields(struct.PyTreeNode):
+class Fields(Node):
     """Fields of P_t at points: ``log_prob`` (...,), ``score`` (..., d), ``velocity`` (..., d);
     an entry is None when it was not requested."""
 

@@ -23,11 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from satjax.pytree import Node
+
 KINDS = ("point", "lower", "upper")
 STATUSES = ("holds", "violated", "inconclusive", "vacuous", "undefined")
 
 
-class Estimate(struct.PyTreeNode):
+class Estimate(Node):
     """A number with its uncertainty and provenance.
 
     Attributes:
@@ -112,7 +114,7 @@ def number_status(v) -> str:
     return "finite"
 
 
-class Verdict(struct.PyTreeNode):
+class Verdict(Node):
     """The judgement of one inequality: ``status`` (one of STATUSES), ``margin`` = rhs − lhs,
     its standard error ``se`` and a ``reason`` for vacuous / undefined / inconclusive."""
 

@@ -35,11 +35,12 @@ import numpy as np
 from satjax._util import as_float, map_over_nodes
 from satjax.geometry import speed as speed_mod
 from satjax.protocol import Draws, draws
+from satjax.pytree import Node
 
 NAMES = ("auto", "exact", "quadrature", "grid", "mc")
 
 
-class NodeRates(struct.PyTreeNode):
+class NodeRates(Node):
     """Integrands at one time node: per sample (shape (n,)) for Monte Carlo, scalars otherwise.
 
     ``kinetic`` E‖ν‖², ``speed_sq`` v_2², ``score_flux`` E[ν·∇ln P], ``force_flux`` E[f·ν]
@@ -60,7 +61,7 @@ class NodeRates(struct.PyTreeNode):
     converged: Optional[jax.Array] = None
 
 
-class Estimator(struct.PyTreeNode):
+class Estimator(Node):
     """Abstract estimator of expectations under P_t (module docstring)."""
 
     @property
@@ -258,7 +259,7 @@ class MonteCarlo(Estimator):
         return out
 
 
-class CDF(struct.PyTreeNode):
+class CDF(Node):
     """The exact 1-D transport of the perturbed path by CDFs (:mod:`satjax.bound`): W_1(P_t, P̃_t)
     = ∫|F_t − F̃_τ ∘ Q_τ ∘ F_t| dx by the trapezoid rule on ``n_points``; exact velocity only."""
 
@@ -273,7 +274,7 @@ class CDF(struct.PyTreeNode):
             raise ValueError(f"`n_points` must be >= 64; got {self.n_points}")
 
 
-class Particles(struct.PyTreeNode):
+class Particles(Node):
     """Transport of particle sets for the n-D speed-accuracy relation (:mod:`satjax.bound`).
 
     ``n`` particles of P_τ and of P̃_τ are carried back by the probability-flow ODE
@@ -310,7 +311,7 @@ class Particles(struct.PyTreeNode):
             raise ValueError(f"`solver` must be euler, heun or rk4; got {self.solver!r}")
 
 
-class DensityGrid(struct.PyTreeNode):
+class DensityGrid(Node):
     """The Lagrangian density transport of the 2-D speed-accuracy relation (:mod:`satjax.bound`,
     docs/theory.md §6.4); exact velocity only.
 

@@ -34,9 +34,10 @@ from satjax._util import as_float, check_tau, gauss_legendre, is_concrete, time_
 from satjax.engine import Fields, evaluate
 from satjax.mixtures import GaussianMixture
 from satjax.protocol import OUTPUTS, Protocol, Rates
+from satjax.pytree import Node
 
 
-class IsoTransition(struct.PyTreeNode):
+class IsoTransition(Node):
     """Transition N(scale·R y + shift, var·I): a conformal Φ = scale·R (R orthogonal).
 
     ``rotation=None`` means R = I and ``shift=None`` means c = 0; both are static structure.
@@ -48,7 +49,7 @@ class IsoTransition(struct.PyTreeNode):
     shift: Optional[jax.Array] = None
 
 
-class FullTransition(struct.PyTreeNode):
+class FullTransition(Node):
     """Transition N(Φ y + c, Σ) with general matrices Φ (d, d), c (d,), Σ (d, d)."""
 
     phi: jax.Array
@@ -108,7 +109,7 @@ def _describe(obj) -> dict:
     out = {"class": type(obj).__name__}
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
-        if callable(v):
+        if callable(v) or not f.repr:  # (not the bookkeeping field satjax.pytree.Node.pytree_class)
             continue
         a = np.asarray(v) if not isinstance(v, (str, bool)) else v
         out[f.name] = a.tolist() if isinstance(a, np.ndarray) else a

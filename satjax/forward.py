@@ -16,12 +16,12 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from satjax import sharding as sh
 from satjax._util import as_float, check_time
 from satjax.engine import Fields
 from satjax.protocol import OUTPUTS, Protocol, draws
+from satjax.pytree import Node
 
 
 def check(protocol, data, t=None) -> None:
@@ -103,7 +103,7 @@ def sample_marginal(key, protocol: Protocol, data, t, n: int, *,
     return _sample(key, protocol, data, as_float(t), int(n), mesh)
 
 
-class Trajectory(struct.PyTreeNode):
+class Trajectory(Node):
     """Saved states of a simulation: ``ts`` (S,), ``xs`` (S, N, d), ``finite`` flag."""
 
     ts: jax.Array

@@ -19,15 +19,15 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from satjax import sharding as _sh
+from satjax.pytree import Node
 from satjax.reverse import Field, as_field
 
 _STEPPERS = ("euler", "heun", "rk4")
 
 
-class LogLikelihood(struct.PyTreeNode):
+class LogLikelihood(Node):
     """``log_prob`` (N,), its ``stderr`` (N,; 0 for the exact divergence), end points ``x_end``."""
 
     log_prob: jax.Array
@@ -45,7 +45,7 @@ def _div_hutch(fld, x, t, probes):
     return jax.vmap(lambda e: e @ jvp(e))(probes)
 
 
-class LogDensityFlow(struct.PyTreeNode):
+class LogDensityFlow(Node):
     """Points and log-density increments along a flow: ``ts`` (S,) saved times, ``xs`` (S, N, d)
     and ``ells`` (S, N, P) = ∫_{t_start}^{t} ∇·ν dt (P probe estimates; P = 1 when exact)."""
 

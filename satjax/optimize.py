@@ -37,6 +37,7 @@ from flax import struct
 from satjax import schedules as S
 from satjax._util import gauss_legendre
 from satjax.estimators import DensityGrid, resolve
+from satjax.pytree import Node
 
 OBJECTIVES = ("c2", "wD", "conditional", "eta", "c1")
 FAMILIES = ("free", "vp")
@@ -48,7 +49,7 @@ def conditional_energy(schedule: S.Schedule, dim: int, n_time: int = 64):
     return dim * (w @ jax.vmap(schedule.kinetic_energy_rate)(ts))
 
 
-class OptimizeResult(struct.PyTreeNode):
+class OptimizeResult(Node):
     """Optimised schedule, objective history and diagnostics."""
 
     schedule: S.PolarSchedule

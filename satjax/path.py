@@ -14,15 +14,15 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from satjax._util import gauss_legendre
 from satjax.estimate import Estimate, Verdict, compare
 from satjax.estimators import integrate_nodes, node_means, rates_at_nodes, resolve
+from satjax.pytree import Node
 from satjax.thermo import entropy_from_rates, interval
 
 
-class PathCost(struct.PyTreeNode):
+class PathCost(Node):
     """Costs of a forward path on [t0, t1] (Gauss–Legendre nodes ``ts``, weights ``wts``).
 
     Per node: ``kinetic`` = E‖ν‖² = T Ṡ_tot, ``speed_sq`` = v_2², ``temperature``.

@@ -33,6 +33,7 @@ from satjax._util import as_float, is_concrete
 from satjax.distribution import Distribution
 from satjax.estimate import Estimate
 from satjax.mixtures import GaussianMixture
+from satjax.pytree import Node
 
 
 # ---------------------------------------------------------------------- distributions
@@ -99,7 +100,7 @@ class Uniform(Distribution):
 # ---------------------------------------------------------------------- perturbations
 
 
-class Perturbation(struct.PyTreeNode):
+class Perturbation(Node):
     """Abstract map from the exact reverse start P_τ to a perturbed start P̃_τ."""
 
     def start(self, p_tau: Distribution) -> Distribution:

@@ -23,17 +23,17 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 from jax.typing import ArrayLike
 from jaxtyping import Array, Float, Real
 
 from satjax import sharding as sh
 from satjax.engine import Fields
+from satjax.pytree import Node
 
 OUTPUTS = ("log_prob", "score", "velocity")
 
 
-class Draws(struct.PyTreeNode):
+class Draws(Node):
     """Common random numbers of a data mixture: component indices ``idx`` (n,) and standard
     normal ``eps`` (n, d). A protocol maps them to samples of P_t (``sample_given``), so one set
     of draws gives smooth, differentiable Monte-Carlo estimates at every t."""
@@ -76,7 +76,7 @@ def draws(key, data, n: int, *, shard: sh.ShardSpec = False) -> Draws:
     return _draws_sharded(key, data, n, mesh)
 
 
-class Rates(struct.PyTreeNode):
+class Rates(Node):
     """Expectations under P_t at one time (arrays get a leading axis when mapped over times).
 
     ``kinetic`` = E‖ν‖² (= T Ṡ_tot, Eq. 36), ``speed_sq`` = v_2² (Eq. 66), ``score_flux`` =
@@ -90,7 +90,7 @@ class Rates(struct.PyTreeNode):
     force_flux: Optional[jax.Array] = None
 
 
-class Protocol(struct.PyTreeNode):
+class Protocol(Node):
     """Abstract forward protocol on t ∈ [0, τ]; t = 0 data, t = τ noise."""
 
     tau: jax.Array

@@ -66,6 +66,7 @@ from satjax import sharding as _sh
 from satjax._util import as_float, check_time, is_concrete
 from satjax.forward import Trajectory, check
 from satjax.protocol import Protocol
+from satjax.pytree import Node
 
 METHODS = ("euler", "heun", "rk4")
 ADAPTIVE_SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
@@ -73,7 +74,7 @@ ADAPTIVE_SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": 
 # ------------------------------------------------------------------------------------ fields
 
 
-class Field(struct.PyTreeNode):
+class Field(Node):
     """A vector field ``field(x, t) -> (d,)`` at one point x (d,) and forward time t.
 
     Subclasses implement ``__call__``. Array attributes are pytree leaves (traced under jit,

@@ -18,16 +18,16 @@ from __future__ import annotations
 from functools import partial
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from satjax import sharding as sh
 from satjax._util import as_float, check_time, gauss_legendre
 from satjax.estimate import Estimate
 from satjax.estimators import integrate_nodes, node_means, rates_at_nodes, resolve
 from satjax.forward import check
+from satjax.pytree import Node
 
 
-class EntropyProduction(struct.PyTreeNode):
+class EntropyProduction(Node):
     """Entropy production on [t0, t1] at Gauss–Legendre nodes ``ts`` with weights ``wts``.
 
     Rates at nodes (expectations): ``kinetic`` (T Ṡ_tot = E‖ν‖²), ``total`` (Ṡ_tot),
@@ -119,7 +119,7 @@ def entropy_production(protocol, data, *, t0=0.0, t1=None, n_time: int = 64,
 # ------------------------------------------------------------------ path probabilities (41–50)
 
 
-class PathEntropy(struct.PyTreeNode):
+class PathEntropy(Node):
     """Monte-Carlo path estimates of S_tot on [t0, t1] from forward SDE paths (Eq. 41–50).
 
     ``s_aux``: KL(P_F ‖ P_aux), P_aux the path measure of the auxiliary dynamics with drift

@@ -1,11 +1,11 @@
 import os
 
 # Each pytest-xdist worker runs on a core of its own, so XLA's CPU runtime runs one intra-op
-# thread per worker. Under jax 0.10.2 with two multi-threaded workers on two cores, a value
-# computed inside a compiled loop came out wrong once in a while in full runs (never alone, never
-# reproduced in isolation; three CI runs failed one test each); jax-ml/jax#39741 reports that one
-# compiled CPU module returns different results across calls once the process has more than one
-# thread, and is bit-identical at one. Set before jax starts its backend; subprocesses inherit it.
+# thread per worker: jax-ml/jax#39741 reports that one compiled CPU module returns results that
+# differ at ~1e-9 across calls once the process has more than one thread, and is bit-identical
+# at one. (The wrong values that failed a test once in a while in full runs had another cause,
+# found later: jit ran one class's program on another class with the same fields — see
+# satjax/pytree.py and tests/test_pytree.py.) Set before jax starts; subprocesses inherit it.
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _worker.startswith("gw") and hasattr(os, "sched_setaffinity"):
     _cores = sorted(os.sched_getaffinity(0))

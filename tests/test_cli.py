@@ -122,9 +122,9 @@ def test_optimize_vp_reaches_the_w2_floor(tmp_path):
 
 
 def test_reproduce_fig6_quick(tmp_path):
-    """The main job as users run it: a fresh process. (Run in-process after the rest of the
-    suite, η of one start disagreed across protocols in two full runs under jax 0.10.2, never
-    alone; the cause is not found — see the session notes.)"""
+    """The main job as users run it: a fresh process. η cannot depend on the protocol: it must
+    agree across protocols to 1e-6 (it did not in a few percent of processes, when the jit
+    cache ran the program of Shift on a Scale start: tests/test_pytree.py)."""
     import os
     import subprocess
     import sys
@@ -134,9 +134,10 @@ def test_reproduce_fig6_quick(tmp_path):
                           "--out", str(tmp_path)], capture_output=True, text=True, env=env,
                          timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "Table I" in res.stdout + res.stderr
+    assert "Table I" in res.stdout + res.stderr and "WARNING: eta of" not in res.stdout
     d = strict(tmp_path / "fig6.json")
-    assert d["all_verdicts_hold"] and all(d["eta_agrees_across_protocols"].values())
+    assert d["all_verdicts_hold"] and all(d["eta_agrees_across_protocols"].values()), \
+        {f"{c['perturb']}|{c['protocol']}": c["eta"] for c in d["cases"]}
     for case in d["cases"]:
         assert case["c1"] <= case["c2"] and case["eta_stderr"] == 0.0
         if case["protocol"] == "ot":  # the geodesic is the equality case c1 = η

@@ -29,6 +29,12 @@ def _tables(name, res, console):
                        for c in res["cases"]],
                       ["protocol", "perturb", "eta", "c1", "c2 = wD", "D0", "verdicts"])
         console.say("all values exact (CDF transport and quadrature: standard error 0)")
+        for spec, ok in res["eta_agrees_across_protocols"].items():
+            if not ok:  # η cannot depend on the protocol (docs/theory.md §7): a numerical fault
+                vals = ", ".join(f"{c['protocol']} {c['eta']!r}" for c in res["cases"]
+                                 if c["perturb"] == spec)
+                console.say(f"WARNING: eta of {spec} differs across protocols ({vals}); it "
+                            "cannot in exact arithmetic; rerun, and report it if it persists")
         if res.get("table_i"):
             console.table([(r["family"], r["perturb"], r["eta"],
                             " / ".join(f"{v:.4g}" for v in r["paper_eta"]))

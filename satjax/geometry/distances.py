@@ -38,6 +38,7 @@ from ott.solvers.linear import sinkhorn
 from satjax import univariate as U
 from satjax._util import as_float, gauss_legendre, is_concrete, map_over_nodes
 from satjax.mixtures import GaussianMixture
+from satjax.pytree import Node
 
 __all__ = [
     "OTNotConverged", "OTResult", "SinkhornNotConverged",
@@ -364,7 +365,7 @@ class SinkhornNotConverged(OTNotConverged):
     """ott-jax Sinkhorn did not reach its marginal-error threshold, or diverged."""
 
 
-class OTResult(struct.PyTreeNode):
+class OTResult(Node):
     """Outcome of a discrete OT solve between two point clouds.
 
     Attributes:
@@ -679,7 +680,7 @@ def w2_samples(x, y, **kwargs) -> jax.Array:
 # ====================================================================== entropic maps, divergences
 
 
-class EntropicPotentials(struct.PyTreeNode):
+class EntropicPotentials(Node):
     """Dual potentials (f, g) of an entropic OT solve between point clouds x and y for the cost
     ‖x − y‖², at regularisation ``epsilon``: the plan is π_ij = exp((f_i + g_j − ‖x_i − y_j‖²)/ε),
     and T_ε(x) = Σ_j softmax_j((g_j − ‖x − y_j‖²)/ε) y_j is the entropic (barycentric) map."""
@@ -728,7 +729,7 @@ def _entropic_potentials(x, y, a, b, epsilon, threshold, max_iterations):
     return EntropicPotentials(f=out.f, g=out.g, epsilon=epsilon, converged=ok, error=error)
 
 
-class SinkhornDivergence(struct.PyTreeNode):
+class SinkhornDivergence(Node):
     """Debiased Sinkhorn divergence S_ε = OT_ε(x, y) − ½ OT_ε(x, x) − ½ OT_ε(y, y) for the cost
     ‖x − y‖^p, its ``epsilon`` and whether all three solves ``converged``."""
 

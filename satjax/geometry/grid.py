@@ -86,9 +86,9 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 from satjax._util import as_float, is_concrete
+from satjax.pytree import Node
 
 __all__ = [
     "GridConvergence", "GridSpeed", "MEASURED_ACCURACY", "mixture_box", "mixture_grid",
@@ -112,7 +112,7 @@ DEFAULT_Z = 8.0
 DEFAULT_CELLS_PER_STD = 6.0
 
 
-class GridSpeed(struct.PyTreeNode):
+class GridSpeed(Node):
     """Finite-volume W2 speed of one density/velocity pair (Eq. 65–67, docs/theory.md).
 
     Attributes:
@@ -142,7 +142,7 @@ class GridSpeed(struct.PyTreeNode):
     covered: jax.Array
 
 
-class GridConvergence(struct.PyTreeNode):
+class GridConvergence(Node):
     """Two resolutions of the same projection (:func:`project_2d_converged`).
 
     Attributes:

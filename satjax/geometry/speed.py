@@ -22,7 +22,8 @@ from math import comb
 
 import jax
 import jax.numpy as jnp
-from flax import struct
+
+from satjax.pytree import Node
 
 
 def monomial_exponents(dim: int, degree: int):
@@ -82,7 +83,7 @@ def project_onto_gradients(x, v, *, degree: int = 4, ridge: float = 1e-10):
     return jnp.einsum("nbd,b->nd", G, alpha), alpha
 
 
-class Projection(struct.PyTreeNode):
+class Projection(Node):
     """Cross-fitted rotational part at one time: ``residual`` (N,) per-sample held-out
     ‖r − ∇φ̂‖² (each sample evaluated by the fit of the other half), ``in_sample`` (the mean
     in-sample residual at the chosen degree) and ``degree`` (chosen, per the held-out

@@ -41,12 +41,12 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 from satjax import forward
 from satjax._util import as_float, gauss_legendre, is_concrete
 from satjax.forces import FullTransition, IsoTransition, LinearForce
 from satjax.mixtures import GaussianMixture
+from satjax.pytree import Node
 from satjax.schedules import Schedule
 
 LOSSES = ("dsm", "cfm", "ot-cfm")
@@ -55,7 +55,7 @@ LOSSES = ("dsm", "cfm", "ot-cfm")
 # ---------------------------------------------------------------------- conditional path
 
 
-class Conditional(struct.PyTreeNode):
+class Conditional(Node):
     """One conditional sample and its targets: ``x`` = x_t, ``score`` = ∇ln P^c_t(x|y),
     ``velocity`` = ν^c_t(x|y) (None when not asked for), ``weight`` = λ(t) = tr Σ_t / d."""
 
@@ -189,7 +189,7 @@ def conditional(protocol: LinearForce, y, eps, t) -> Conditional:
 # ---------------------------------------------------------------------- objectives
 
 
-class LossTerms(struct.PyTreeNode):
+class LossTerms(Node):
     """Unreduced loss: ``per_sample`` (B,), times ``t`` (B,), points ``x`` (B, d), ``target``
     (B, d) and the model output ``pred`` (B, d)."""
 
@@ -508,7 +508,7 @@ def score_from_velocity(protocol: LinearForce, velocity_fn: Callable) -> Callabl
 # ---------------------------------------------------------------------- residual (L_α)
 
 
-class Residual(struct.PyTreeNode):
+class Residual(Node):
     """L_α = (1/τ)∫ E_{P_t}‖model − exact‖² dt (the loss of Eq. 100) with its Monte-Carlo
     standard error. ``integral`` = τ L_α, ``reference`` = (1/τ)∫ E‖exact‖² dt, ``relative`` =
     value / reference; ``ts`` and ``per_time`` give E‖model − exact‖² at each time node."""

@@ -47,7 +47,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct
 
 from satjax import forward
 from satjax.forces import LinearForce
@@ -55,6 +54,7 @@ from satjax.learn import checkpoint as ckpt
 from satjax.learn.losses import LOSSES, cfm_loss, check_ot_protocol, dsm_loss, ot_pair
 from satjax.learn.models import ACTIVATIONS, ModelSpec, field, init_params
 from satjax.mixtures import GaussianMixture
+from satjax.pytree import Node
 
 LR_SCHEDULES = ("constant", "cosine")
 DTYPES = ("float32", "float64")
@@ -65,7 +65,7 @@ MAX_DEPTH = 1024
 MAX_FREQ = 4096
 
 
-class TrainState(struct.PyTreeNode):
+class TrainState(Node):
     """Optimisation state: ``step`` (int32), ``params``, ``opt_state``."""
 
     step: jax.Array
@@ -73,7 +73,7 @@ class TrainState(struct.PyTreeNode):
     opt_state: Any
 
 
-class Batch(struct.PyTreeNode):
+class Batch(Node):
     """A minibatch: data ``y`` (B, d) and standard-normal noise ``eps`` (B, d)."""
 
     y: jax.Array
