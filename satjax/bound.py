@@ -457,14 +457,20 @@ def _particle_route(protocol, data, pert, start, p_end, velocity, transport, est
                W1_end=Estimate(value=W1[-1], stderr=W1_se[-1], error=jnp.zeros_like(dW1),
                                method=method))
     if learned:
-        node_est = est
-        if not est.has_nodes:  # closed forms: expectations of ‖ν̂ − ν‖² need nodes
-            node_est = resolve(data, protocol, "quadrature" if data.dim == 1 else "mc",
-                               key=jax.random.fold_in(transport.key, 7))
-            node_est = node_est.prepare(protocol, data, ts)
-        out["eq100"] = _eq100(protocol, data, fld, exact, start, xb0, xs_b, ells, ts, dW1,
-                              dW1_se, pc, node_est, method)
+        node_est = _node_estimator(est, protocol, data, ts, jax.random.fold_in(transport.key, 7))
+        D, D_se = _chi2_along_particles(protocol, data, start, xb0, xs_b, ells, ts)
+        out["eq100"] = _eq100(protocol, data, fld, exact, ts, D, D_se, dW1, dW1_se, pc,
+                              node_est, method)
     return out
+
+
+def _node_estimator(est, protocol, data, ts, key):
+    """``est``, or where it is a closed form (no nodes) a quadrature/Monte-Carlo one: the
+    expectations of ‖ν̂ − ν‖² in L_α need nodes."""
+    if est.has_nodes:
+        return est
+    node_est = resolve(data, protocol, "quadrature" if data.dim == 1 else "mc", key=key)
+    return node_est.prepare(protocol, data, ts)
 
 
 def _kinetic_at(est, protocol, data, ts):
@@ -475,11 +481,9 @@ def _kinetic_at(est, protocol, data, ts):
     return r, jnp.zeros_like(r)
 
 
-def _eq100(protocol, data, fld, exact, start, xb0, xs_b, ells, ts, dW1, dW1_se, pc, est,
-           method):
-    """D_t along the learned flow (exact ln P_t, ln P̃_t by the change of variables), L_α by the
-    path estimator's expectations of ‖ν̂ − ν‖², and both sides of Eq. 100."""
-    tau = protocol.tau
+def _chi2_along_particles(protocol, data, start, xb0, xs_b, ells, ts):
+    """D_t = E_{P̃_t}[P̃_t/P_t] − 1 along the learned flow's particles (exact ln P_t, ln P̃_t by
+    the change of variables) and its standard error."""
     l0 = start.log_prob(xb0)
     D, D_se = [], []
     for i in range(ts.shape[0]):
@@ -490,6 +494,15 @@ def _eq100(protocol, data, fld, exact, start, xb0, xs_b, ells, ts, dW1, dW1_se, 
     D, D_se = jnp.stack(D), jnp.stack(D_se)
     if xb0.shape[1] == 1:  # quantile grid: deterministic midpoint sums
         D_se = jnp.zeros_like(D_se)
+    return D, D_se
+
+
+def _eq100(protocol, data, fld, exact, ts, D, D_se, dW1, dW1_se, pc, est, method,
+           D_err=None, dW1_err=None):
+    """Both sides of Eq. 100 from D_t = χ²(P̃_t ‖ P_t) at the saved times ``ts`` (standard error
+    ``D_se``, resolution error ``D_err``), ΔW_1 (``dW1_se``, ``dW1_err``) and L_α by the path
+    estimator's expectations of ‖ν̂ − ν‖²."""
+    tau = protocol.tau
     tg, wg = gauss_legendre(32, 0.0, tau)
 
     def resid(t):
@@ -513,11 +526,16 @@ def _eq100(protocol, data, fld, exact, start, xb0, xs_b, ells, ts, dW1, dW1_se, 
     rhs_se = jnp.sqrt((0.5 * pc.wD.stderr / jnp.sqrt(pc.wD.value)) ** 2
                       + (a * 0.5 * tau_L_se / jnp.maximum(root_L, 1e-300)) ** 2)
     z = jnp.zeros(())
+    D_max_err = z if D_err is None else D_err[i_max]
+    # |ΔW_1|/sqrt(τ D_max): first-order propagation of both resolution errors
+    lhs_err = z if dW1_err is None else \
+        (dW1_err + 0.5 * jnp.abs(dW1) * D_max_err / D_max) / jnp.sqrt(tau * D_max)
     return Eq100(t=ts, D=D, D_stderr=D_se,
-                 D_max=Estimate(value=D_max, stderr=D_se[i_max], error=z, method=method),
+                 D_max=Estimate(value=D_max, stderr=D_se[i_max], error=D_max_err,
+                                method=method),
                  L_alpha=Estimate(value=tau_L / tau, stderr=tau_L_se / tau, error=z,
                                   method=est.method),
-                 lhs=Estimate(value=lhs, stderr=lhs_se, error=z, method=method),
+                 lhs=Estimate(value=lhs, stderr=lhs_se, error=lhs_err, method=method),
                  rhs=Estimate(value=rhs, stderr=rhs_se, error=z, method=est.method))
 
 
@@ -526,8 +544,10 @@ def _eq100(protocol, data, fld, exact, start, xb0, xs_b, ells, ts, dW1, dW1_se, 
 
 class GridPass(Node):
     """One resolution of the density-grid transport: saved times ``ts`` (0 → τ), W_1 and its
-    rate there, the ODE check ``ode_w1`` = W_1(q, the flowed P_τ) at t = 0, the masses of q and
-    p inside the box, and whether every linear program converged."""
+    rate there, the ODE check ``ode_w1`` = W_1(q, the flowed P_τ) at t = 0 (exact velocity),
+    the masses of P_t (smallest and largest over the saved times) and p inside the box, whether
+    every linear program converged, and with a learned velocity D_t = χ²(P̃_t ‖ P_t) (``D``,
+    else empty)."""
 
     ts: jax.Array
     W1: jax.Array
@@ -536,12 +556,26 @@ class GridPass(Node):
     mass_q: jax.Array
     mass_p: jax.Array
     converged: jax.Array
+    D: jax.Array
+    diam: jax.Array
+
+
+def _divergence(fld, x, t):
+    """∇·ν at points x (N, d), exactly (forward mode, d passes)."""
+    def div(xi):
+        return jnp.trace(jax.jacfwd(lambda y: fld.batch(y[None], t)[0])(xi))
+    return jax.vmap(div)(x)
 
 
 def _grid_pass(protocol, data, start, p_end, transport: DensityGrid, n: int,
-               ode_check: bool = True) -> GridPass:
+               ode_check: bool = True, velocity=None) -> GridPass:
     """q and p = P̃_0 as masses of the n × n cells, carried 0 → τ (docs/theory.md §6.4); the
-    ODE check (one more linear program) only with ``ode_check`` (else ``ode_w1`` = 0)."""
+    ODE check (one more linear program) only with ``ode_check`` (else ``ode_w1`` = 0).
+
+    With a learned ``velocity`` ν̂ the cells move with ν̂, which carries P̃ (p is fixed along
+    it), while P_t's mass of a cell is its exact density times the cell's area,
+    P_t(X̂_t) |det ∂X̂_t/∂x| h² (quadrature on the moving grid), whose rate is
+    [∂_t ln P_t + ∇ln P_t·ν̂ + ∇·ν̂](X̂_t) times that mass."""
     from satjax.geometry import atoms
 
     lo, hi = transport.box()
@@ -552,30 +586,57 @@ def _grid_pass(protocol, data, start, p_end, transport: DensityGrid, n: int,
     pts = jnp.asarray(np.stack([X.ravel(), Y.ravel()], -1), dtype)
     area = float(h[0] * h[1])
     exact = exact_velocity(protocol, data)
+    fld = exact if velocity is None else velocity
     ts = grid_times(protocol.tau, transport.n_save)
-    xs, ell = [pts], jnp.zeros((pts.shape[0],), dtype)
+    xs, ells = [pts], [jnp.zeros((pts.shape[0],), dtype)]
     for k in range(transport.n_save):  # legs of equal step counts: finer steps near the data
-        fl = flow_with_log_density(exact, xs[-1], t_start=ts[k], t_end=ts[k + 1],
+        fl = flow_with_log_density(fld, xs[-1], t_start=ts[k], t_end=ts[k + 1],
                                    method=transport.solver,
                                    n_steps=transport.n_steps // transport.n_save, n_save=1)
         xs.append(fl.xs[-1])
-        ell = ell + fl.ells[-1][:, 0]
-    x_tau = xs[-1]
+        ells.append(ells[-1] + fl.ells[-1][:, 0])
+    x_tau, ell = xs[-1], ells[-1]
     q = area * jnp.exp(data.log_prob(pts))
-    p = area * jnp.exp(start.log_prob(x_tau) + ell)
-    W1, rate, ok = [], [], []
+    log_p = math.log(area) + start.log_prob(x_tau) + ell
+    p = jnp.exp(log_p)
+    W1, rate, ok, masses, D = [], [], [], [], []
     for k in range(ts.shape[0]):
-        w, r, c = atoms.w1_same_atoms(xs[k], q, p, exact.batch(xs[k], ts[k]))
+        if velocity is None:  # P_t's mass is conserved along the exact flow
+            w, r, c = atoms.w1_same_atoms(xs[k], q, p, exact.batch(xs[k], ts[k]))
+            masses.append(jnp.sum(q))
+        else:
+            def log_pt(t, x=xs[k]):
+                return protocol.marginal(data, t).log_prob(x)
+
+            lp, dlp = jax.jvp(log_pt, (ts[k],), (jnp.ones_like(ts[k]),))
+            score = jax.vmap(jax.grad(lambda y, t=ts[k]: protocol.marginal(data, t)
+                                      .log_prob(y[None])[0]))(xs[k])
+            v = fld.batch(xs[k], ts[k])
+            log_a = math.log(area) + lp + ells[k]
+            a = jnp.exp(log_a)
+            a_rate = a * (dlp + jnp.sum(score * v, -1) + _divergence(fld, xs[k], ts[k]))
+            w, r, c = atoms.w1_same_atoms(xs[k], a, p, v, a_rate=a_rate)
+            masses.append(jnp.sum(a))
+            # χ² = Σ a (p/a − 1)² of the normalised masses, in logs (a may underflow where p
+            # does not)
+            log_an = log_a - jax.scipy.special.logsumexp(log_a)
+            log_pn = log_p - jax.scipy.special.logsumexp(log_p)
+            D.append(jnp.sum(jnp.exp(log_an + 2 * jnp.log(jnp.abs(jnp.expm1(log_pn - log_an))))))
         W1.append(w)
         rate.append(r)
         ok.append(c)
     ode_w1 = jnp.zeros((), dtype)
-    if ode_check:  # the same flow applied to P_τ must give q
+    if ode_check and velocity is None:  # the same flow applied to P_τ must give q
         q_flowed = area * jnp.exp(p_end.log_prob(x_tau) + ell)
         ode_w1, _, c = atoms.w1_same_atoms(pts, q, q_flowed)
         ok.append(c)
+    masses = jnp.stack(masses)
+    spans = jnp.stack([jnp.max(x, 0) - jnp.min(x, 0) for x in xs])
     return GridPass(ts=ts, W1=jnp.stack(W1), rate=jnp.stack(rate), ode_w1=ode_w1,
-                    mass_q=jnp.sum(q), mass_p=jnp.sum(p), converged=jnp.min(jnp.stack(ok)))
+                    mass_q=jnp.stack([jnp.min(masses), jnp.max(masses)]), mass_p=jnp.sum(p),
+                    converged=jnp.min(jnp.stack(ok)),
+                    D=jnp.stack(D) if D else jnp.zeros((0,), dtype),
+                    diam=jnp.max(jnp.hypot(spans[:, 0], spans[:, 1])))
 
 
 def grid_times(tau, n_save: int):
@@ -586,15 +647,22 @@ def grid_times(tau, n_save: int):
     return jnp.asarray(tau) * k.astype(jnp.result_type(float)) ** 2
 
 
-def _grid_route(protocol, data, start, p_end, transport: DensityGrid, D0):
+def _grid_route(protocol, data, start, p_end, transport: DensityGrid, D0, velocity=None,
+                est=None, pc=None):
     """η, ΔW_1, c_1 and the W_1 curve by the density grid at n, with the change at n/2, the ODE
-    check and the mass outside the box as their error (docs/theory.md §6.4)."""
-    fine = _grid_pass(protocol, data, start, p_end, transport, transport.n)
+    check and the mass outside the box as their error (docs/theory.md §6.4). With a learned
+    ``velocity`` the coarse pass also halves the ODE steps (there is no ODE check: the learned
+    flow does not carry P_τ to q), P_t's mass defect on the moving grid enters the error, and
+    Eq. 100 is evaluated (D_t on the grid, L_α by the path estimator ``est``)."""
+    learned = velocity is not None
+    fine = _grid_pass(protocol, data, start, p_end, transport, transport.n, velocity=velocity)
     lo, hi = transport.box()
     diam = float(np.hypot(*(hi - lo)))
-    # mass of q or p outside the box moves W_1 by at most that mass times the box's diameter
-    # (plus the distance it lies outside, negligible for Gaussian tails)
-    outside = (jnp.abs(1.0 - fine.mass_q) + jnp.abs(1.0 - fine.mass_p)) * diam
+    if learned:
+        diam = jnp.maximum(diam, fine.diam)
+    # mass of q or p outside the box (with a learned velocity: P_t's largest quadrature defect
+    # on the moving cells) moves W_1 by at most that mass times the diameter
+    outside = (jnp.max(jnp.abs(1.0 - fine.mass_q)) + jnp.abs(1.0 - fine.mass_p)) * diam
     w = _trapezoid_weights(fine.ts)
     c1 = w @ fine.rate**2 / D0.value
     c1_err = jnp.abs(c1 - _trapezoid_weights(fine.ts[::2]) @ fine.rate[::2] ** 2 / D0.value) \
@@ -602,28 +670,41 @@ def _grid_route(protocol, data, start, p_end, transport: DensityGrid, D0):
     dW1 = fine.W1[0] - fine.W1[-1]
     W1_err = jnp.zeros_like(fine.W1) + fine.ode_w1 + outside
     dW1_err = fine.ode_w1 + outside
+    D_err = jnp.zeros_like(fine.D)
     ok = fine.converged
     if transport.check_coarse:
-        coarse = _grid_pass(protocol, data, start, p_end, transport, transport.n // 2,
-                            ode_check=False)
+        half = transport.replace(n_steps=transport.n_steps // 2) \
+            if learned and (transport.n_steps // 2) % transport.n_save == 0 else transport
+        coarse = _grid_pass(protocol, data, start, p_end, half, transport.n // 2,
+                            ode_check=False, velocity=velocity)
         W1_err = W1_err + jnp.abs(fine.W1 - coarse.W1)
         dW1_err = dW1_err + jnp.abs(dW1 - (coarse.W1[0] - coarse.W1[-1]))
         c1_err = c1_err + jnp.abs(c1 - w @ coarse.rate**2 / D0.value)
+        D_err = D_err + jnp.abs(fine.D - coarse.D)
         ok = jnp.minimum(ok, coarse.converged)
     # an unconverged linear program makes every number of this route undefined
     bad = jnp.where(ok > 0, 0.0, jnp.nan)
     m = (f"{transport.method}; error: change on the n/2 grid + ODE check + mass outside the "
-         "box")
+         "box") if not learned else \
+        (f"{transport.method}, learned velocity; error: change on the n/2 grid with half the "
+         "steps + mass defect")
     z = jnp.zeros_like(dW1)
 
-    def est(v, e):
+    def est_(v, e):
         return Estimate(value=v + bad, stderr=z, error=e, method=m)
 
     v_loss_sq = fine.rate**2 / D0.value
-    return dict(t=fine.ts, W1=fine.W1 + bad, t_rate=fine.ts, v_loss_sq=v_loss_sq + bad,
-                v_loss_sq_stderr=jnp.zeros_like(v_loss_sq), c1=est(c1, c1_err),
-                dW1=est(dW1, dW1_err), W1_start=est(fine.W1[-1], W1_err[-1]),
-                W1_end=est(fine.W1[0], W1_err[0]))
+    out = dict(t=fine.ts, W1=fine.W1 + bad, t_rate=fine.ts, v_loss_sq=v_loss_sq + bad,
+               v_loss_sq_stderr=jnp.zeros_like(v_loss_sq), c1=est_(c1, c1_err),
+               dW1=est_(dW1, dW1_err), W1_start=est_(fine.W1[-1], W1_err[-1]),
+               W1_end=est_(fine.W1[0], W1_err[0]))
+    if learned:
+        exact = exact_velocity(protocol, data)
+        node_est = _node_estimator(est, protocol, data, fine.ts, jax.random.PRNGKey(7))
+        out["eq100"] = _eq100(protocol, data, velocity, exact, fine.ts, fine.D + bad,
+                              jnp.zeros_like(fine.D), dW1 + bad, z, pc, node_est, m,
+                              D_err=D_err, dW1_err=dW1_err)
+    return out
 
 
 # ----------------------------------------------------------------------------------- bound
@@ -678,7 +759,8 @@ def bound_kernel(protocol, data, perturbation, velocity, est, transport, n_time:
                      dW1=with_error(W1_0 - W1_tau, W1_0c - W1_tauc),
                      W1_start=with_error(W1_tau, W1_tauc), W1_end=with_error(W1_0, W1_0c))
     elif isinstance(transport, DensityGrid):
-        parts = _grid_route(protocol, data, start, p_end, transport, D0)
+        parts = _grid_route(protocol, data, start, p_end, transport, D0,
+                            None if velocity is None else as_field(velocity), est, pc)
         kin, kin_se = _kinetic_at(est, protocol, data, parts["t"])
         parts.update(kinetic=kin, kinetic_stderr=kin_se)
     else:
@@ -711,11 +793,13 @@ def bound(protocol, data, perturbation, *, velocity=None, estimator="auto", tran
         that carries the perturbed start; Eq. 100 is then evaluated too. None: the exact ν.
       estimator: how c_2, w_D, E‖ν_t‖² and L_α are computed (:func:`satjax.estimators.resolve`).
       transport: a :class:`satjax.estimators.CDF` (1-D, exact velocity),
-        :class:`satjax.estimators.DensityGrid` (2-D, exact velocity) or
-        :class:`satjax.estimators.Particles`, "cdf", "grid", "particles", or "auto" (without
-        ``velocity``: CDF in 1-D, the density grid in 2-D unless ``particles`` is given or
-        the particle route is exact — one Gaussian, a translated start, a Gaussian path;
-        otherwise particles: a quantile grid of 4000 in 1-D, 1000 samples in n-D).
+        :class:`satjax.estimators.DensityGrid` (2-D; with a learned velocity the cells move
+        with it and P_t's masses are its exact density on the moving cells, docs/theory.md
+        §6.4) or :class:`satjax.estimators.Particles`, "cdf", "grid", "particles", or "auto"
+        (CDF in 1-D without ``velocity``; the density grid in 2-D unless ``particles`` is given
+        or, without ``velocity``, the particle route is exact — one Gaussian, a translated
+        start, a Gaussian path; otherwise particles: a quantile grid of 4000 in 1-D, 1000
+        samples in n-D).
       n_time: Gauss–Legendre nodes for the time integrals.
       key: PRNG key for Monte-Carlo estimators and particle samples (default PRNGKey(0)); every
         perturbation of a sequence uses the same key (common random numbers).
@@ -749,7 +833,8 @@ def bound(protocol, data, perturbation, *, velocity=None, estimator="auto", tran
     keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, 3)
     est = resolve(data, protocol, estimator, key=keys[0])
     transport = resolve_transport(transport, data, velocity, keys[1], particles,
-                                  exact_pairs=particles_exact(protocol, data, perts))
+                                  exact_pairs=velocity is None
+                                  and particles_exact(protocol, data, perts))
     p_end = protocol.reverse_start(data)
     finite = []
     for p in perts:  # every eager check before any long computation
@@ -801,9 +886,6 @@ def resolve_transport(transport, data, velocity, key, particles: Optional[int] =
     chosen for ``data``; ``exact_pairs``: the particle route is exact here (one Gaussian, a
     translated start, a Gaussian path), so "auto" takes it in 2-D."""
     if isinstance(transport, DensityGrid) or transport == "grid":
-        if velocity is not None:
-            raise ValueError("the density-grid transport carries the exact velocity only; a "
-                             "learned velocity needs the particle transport")
         t = (transport if isinstance(transport, DensityGrid) else DensityGrid()).prepare(data)
         need = t.peak_bytes()
         if need > GRID_BUDGET_BYTES:
@@ -828,7 +910,7 @@ def resolve_transport(transport, data, velocity, key, particles: Optional[int] =
                          "'particles', or a CDF, DensityGrid or Particles object")
     elif data.dim == 1 and velocity is None:
         return CDF()
-    elif data.dim == 2 and velocity is None and particles is None and not exact_pairs:
+    elif data.dim == 2 and particles is None and not exact_pairs:
         return resolve_transport("grid", data, velocity, key)
     n = particles or (4000 if data.dim == 1 else 1000)
     t = Particles(n=n, key=key)

@@ -280,7 +280,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
           perturb: Annotated[str, typer.Option("--perturb", help="Reverse start: shift:D, scale:S, gaussian, mean:MU, variance:V, uniform:a=A,b=B, gmm:..., npy:path=F,width=W.")],
           model: Annotated[Optional[str], typer.Option("--model", help="Learned velocity (model folder): Eq. 100.")] = None,
           allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Use --model with other data or protocol than it was trained on.")] = False,
-          transport: Annotated[str, typer.Option("--transport", help="auto | grid | particles: how the perturbed path is carried (auto: exact CDFs in 1-D, the density grid in 2-D, particles in d >= 3 or with --model).")] = "auto",
+          transport: Annotated[str, typer.Option("--transport", help="auto | grid | particles: how the perturbed path is carried (auto: exact CDFs in 1-D, the density grid in 2-D, also with --model; particles in d >= 3 or 1-D with --model).")] = "auto",
           grid_n: Annotated[Optional[int], typer.Option("--grid-n", help="Density grid: cells per side (even; default from the data's narrowest component, 32-128).")] = None,
           samples: Annotated[Optional[int], typer.Option("--samples", help="Particles per transported set (forces particles; default 1000).")] = None,
           n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 48,
@@ -306,9 +306,6 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
         dim = specs.data_dim(d_spec)
         if dim is not None and dim != 2:
             raise InputError(f"--transport grid needs 2-D data; --data has dimension {dim}")
-        if model is not None:
-            raise InputError("--transport grid carries the exact velocity; with --model use "
-                             "--transport particles")
     if grid_n is not None:
         check_range("--grid-n", grid_n, 8, 512)
         if grid_n % 2:
@@ -320,6 +317,11 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     check_range("--n-time", n_time, 4, 4096)
     check_range("--grad-replicates", grad_replicates, 2, 64)
     names = _grad_names(grad, p_spec)
+    if names and model is not None and specs.data_dim(d_spec) == 2 and transport != "particles" \
+            and samples is None:
+        raise InputError("--grad with --model in 2-D: the density grid's derivatives omit the "
+                         "response of its dual potential to a learned velocity; add "
+                         "--transport particles")
     if solver is not None and solver not in ("euler", "heun", "rk4"):
         raise InputError(f"--solver must be euler, heun or rk4; got {solver!r}")
     if ode_steps is not None:
@@ -339,9 +341,6 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     if transport == "grid":
         from satjax.estimators import DensityGrid
 
-        if fld is not None:
-            raise InputError("--transport grid carries the exact velocity; with --model use "
-                             "particles")
         if d.dim != 2:
             raise InputError(f"--transport grid needs 2-D data; got dimension {d.dim}")
         transport = B.resolve_transport(DensityGrid(n=grid_n or 0), d, None, run.key(4))
@@ -450,7 +449,8 @@ def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicat
         keys = jax.random.split(key, 3)
         est = resolve(d, p, "auto", key=keys[0]).prepare(p, d, ts)
         tr = tr if tr is not None else B.resolve_transport(
-            transport, d, fld, keys[1], samples, exact_pairs=B.particles_exact(p, d, pert))
+            transport, d, fld, keys[1], samples,
+            exact_pairs=fld is None and B.particles_exact(p, d, pert))
         if isinstance(tr, DensityGrid):  # the value's n/2 check is not differentiated
             tr = tr.replace(check_coarse=False)
 

@@ -313,7 +313,9 @@ class Particles(Node):
 
 class DensityGrid(Node):
     """The Lagrangian density transport of the 2-D speed-accuracy relation (:mod:`satjax.bound`,
-    docs/theory.md §6.4); exact velocity only.
+    docs/theory.md §6.4). Described here for the exact velocity; with a learned velocity ν̂ the
+    cells move with ν̂ (which carries P̃) and P_t's mass of a cell is its exact density on the
+    moving cell.
 
     The cells of an n × n grid over q's box (component means ± ``z`` widest standard
     deviations) are carried from t = 0 to τ by the probability-flow ODE (``solver``,

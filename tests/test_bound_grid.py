@@ -173,3 +173,58 @@ def test_an_estimate_below_its_uncertainty_is_printed_unresolved():
                     error=jnp.asarray(1.6e-5))
     assert good.resolved and good.text().startswith("0.0080237")
     assert "eta_status" not in good.to_json("eta")
+
+
+def test_learned_velocity_on_the_grid():
+    """A learned velocity ν̂ on the grid route (Eq. 100; docs/theory.md §6.4).
+
+    (a) ν̂ = ν passed as a plain callable (so treated as learned): the route must return the
+    exact route's W_1 curve and rate, and D_t = χ²(P̃_t‖P_t) = D_0 at every saved time (conserved
+    along the exact flow, App. E), with L_α = 0.
+    (b) Gaussian data N((1, 0), 0.25 I), the cosine path, ν̂ = the cond-OT velocity, start
+    shifted by δ = 0.4: ν̂ carries N(δe₁, I) to P̃_t = N(μ_t + σ_t δ e₁, σ_t² I) of cond-OT, so
+    W_1 = sδ at t = 0 and δ at τ, D_t = χ² of two Gaussians (closed form) at every t, and the
+    rate (with the new mass-rate term) against a three-point difference of the W_1 curve."""
+    from satjax.reverse import exact_velocity
+
+    data = specs.build_data(specs.parse_data("gmm:means=-1;0|1;0.5,std=0.4"))
+    cos = specs.build_protocol(specs.parse_protocol("cosine"), tau=1.0, data=data)
+    pert = PT.shift(0.3)
+    grid = DensityGrid(n=24, check_coarse=False)
+    ex = exact_velocity(cos, data)
+    r0 = B.bound(cos, data, pert, transport=grid)
+    r1 = B.bound(cos, data, pert, velocity=lambda x, t: ex(x, t), transport=grid)
+    np.testing.assert_allclose(np.asarray(r1.W1), np.asarray(r0.W1), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(np.asarray(r1.v_loss_sq), np.asarray(r0.v_loss_sq), rtol=1e-6,
+                               atol=1e-8)
+    np.testing.assert_allclose(np.asarray(r1.eq100.D), float(r0.D0.value), rtol=1e-6)
+    assert float(r1.eq100.L_alpha.value) == pytest.approx(0.0, abs=1e-20)
+
+    s, delta = 0.5, 0.4
+    g = specs.build_data(specs.parse_data(f"gmm:means=1;0,std={s}"))
+    cos = specs.build_protocol(specs.parse_protocol("cosine"), tau=1.0, data=g)
+    cot = specs.build_protocol(specs.parse_protocol("cond-ot"), tau=1.0, data=g)
+    v_cot = exact_velocity(cot, g)
+    r = B.bound(cos, g, PT.shift(delta), velocity=lambda x, t: v_cot(x, t),
+                transport=DensityGrid(n=24, n_save=40, n_steps=400, check_coarse=False))
+    assert float(r.W1_end.value) == pytest.approx(s * delta, abs=1e-8)
+    assert float(r.W1_start.value) == pytest.approx(delta, abs=1e-8)
+    ts, W = np.asarray(r.t), np.asarray(r.W1)
+    closed = []
+    for t in ts:
+        ma = cos.marginal(g, jnp.asarray(t))
+        mb = cot.marginal(g, jnp.asarray(t))
+        sd_b = float(jnp.sqrt(mb.full_cov()[0][0, 0]))
+        closed.append(float(PT.chi2_gaussian(mb.means[0] + jnp.asarray([sd_b * delta, 0.0]),
+                                             mb.full_cov()[0], ma.means[0], ma.full_cov()[0])))
+    np.testing.assert_allclose(np.asarray(r.eq100.D), closed, rtol=1e-5)
+    rate = np.sqrt(np.asarray(r.v_loss_sq) * float(r.D0.value))
+    checked = 0
+    for k in range(1, len(ts) - 1):
+        h1, h2 = ts[k] - ts[k - 1], ts[k + 1] - ts[k]
+        fd = (-h2 / (h1 * (h1 + h2)) * W[k - 1] + (h2 - h1) / (h1 * h2) * W[k]
+              + h1 / (h2 * (h1 + h2)) * W[k + 1])
+        if min(rate[k - 1:k + 2]) > 0.3:  # away from the rate's zeros (kinks of W_1)
+            assert abs(fd) == pytest.approx(rate[k], rel=0.03), ts[k]
+            checked += 1
+    assert checked >= 15

@@ -121,10 +121,12 @@ def optimal_plan(x, a, b):
     return jax.pure_callback(_plan_host, shapes, sg(x), sg(a), sg(b))
 
 
-def w1_same_atoms(x, a, b, v=None):
+def w1_same_atoms(x, a, b, v=None, a_rate=None):
     """W_1 between the weightings ``a`` and ``b`` (N,) of atoms ``x`` (N, d) (each normalised),
     differentiable (envelope theorem, module docstring); with velocities ``v`` (N, d) also
-    dW_1/dt at fixed masses. Returns (W_1, rate or None, converged)."""
+    dW_1/dt, at fixed masses or, with ``a_rate`` (N,) = da/dt, with ``a`` changing too (the
+    envelope term Σ φ_i d/dt(a_i/Σa); its derivative omits that of φ). Returns (W_1, rate or
+    None, converged)."""
     i, j, pi, phi, ok = optimal_plan(x, a, b)
     diff = x[i] - x[j]
     dist = jnp.sqrt(jnp.sum(diff**2, -1) + 1e-300)
@@ -137,6 +139,9 @@ def w1_same_atoms(x, a, b, v=None):
         # masses and Σ_k π_k r_k = Σ_i Ψ_i (a − b)_i with Ψ the tree potentials of r
         psi = _tree_potentials(i, j, pi, r)
         rate = pi @ r + psi @ (d - jax.lax.stop_gradient(d))
+        if a_rate is not None:
+            A = jnp.sum(a)
+            rate = rate + phi @ (a_rate / A - a * jnp.sum(a_rate) / A**2)
     return w1, rate, ok
 
 
