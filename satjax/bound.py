@@ -560,11 +560,19 @@ class GridPass(Node):
     diam: jax.Array
 
 
-def _divergence(fld, x, t):
-    """∇·ν at points x (N, d), exactly (forward mode, d passes)."""
-    def div(xi):
-        return jnp.trace(jax.jacfwd(lambda y: fld.batch(y[None], t)[0])(xi))
-    return jax.vmap(div)(x)
+@jax.jit
+def _moving_cell_masses(protocol, data, fld, x, ell, t, log_area):
+    """ln of P_t's masses of the cells moved by the learned ``fld`` (centres x, log-volume
+    increments ell), their t-derivative a [∂_t ln P_t + ∇ln P_t·ν̂ + ∇·ν̂] and ν̂ there."""
+    def log_pt(s):
+        return protocol.marginal(data, s).log_prob(x)
+
+    lp, dlp = jax.jvp(log_pt, (t,), (jnp.ones_like(t),))
+    score = jax.vmap(jax.grad(lambda y: protocol.marginal(data, t).log_prob(y[None])[0]))(x)
+    v = fld.batch(x, t)
+    div = jax.vmap(lambda xi: jnp.trace(jax.jacfwd(lambda y: fld.batch(y[None], t)[0])(xi)))(x)
+    log_a = log_area + lp + ell
+    return log_a, jnp.exp(log_a) * (dlp + jnp.sum(score * v, -1) + div), v
 
 
 def _grid_pass(protocol, data, start, p_end, transport: DensityGrid, n: int,
@@ -605,16 +613,9 @@ def _grid_pass(protocol, data, start, p_end, transport: DensityGrid, n: int,
             w, r, c = atoms.w1_same_atoms(xs[k], q, p, exact.batch(xs[k], ts[k]))
             masses.append(jnp.sum(q))
         else:
-            def log_pt(t, x=xs[k]):
-                return protocol.marginal(data, t).log_prob(x)
-
-            lp, dlp = jax.jvp(log_pt, (ts[k],), (jnp.ones_like(ts[k]),))
-            score = jax.vmap(jax.grad(lambda y, t=ts[k]: protocol.marginal(data, t)
-                                      .log_prob(y[None])[0]))(xs[k])
-            v = fld.batch(xs[k], ts[k])
-            log_a = math.log(area) + lp + ells[k]
+            log_a, a_rate, v = _moving_cell_masses(protocol, data, fld, xs[k], ells[k], ts[k],
+                                                   math.log(area))
             a = jnp.exp(log_a)
-            a_rate = a * (dlp + jnp.sum(score * v, -1) + _divergence(fld, xs[k], ts[k]))
             w, r, c = atoms.w1_same_atoms(xs[k], a, p, v, a_rate=a_rate)
             masses.append(jnp.sum(a))
             # χ² = Σ a (p/a − 1)² of the normalised masses, in logs (a may underflow where p

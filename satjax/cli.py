@@ -1075,9 +1075,9 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | table1 | fig7 | f
               means: Annotated[str, typer.Option("--means", help="fig6: the two component means 'a,b'.")] = "-2,2",
               std: Annotated[float, typer.Option("--std", help="fig6: component standard deviation.")] = 0.5,
               tau: Annotated[Optional[float], typer.Option("--tau", help="Protocol duration tau > 0 (default: each experiment's own, 1 for fig6 and 3 for fig7).")] = None,
-              dynamics: Annotated[str, typer.Option("--dynamics", help="table1: exact | learned | both (learned: K trained velocity models per protocol, integrated by RK4; reused from --out when rerun).")] = "exact",
-              seeds: Annotated[Optional[int], typer.Option("--seeds", help="table1 learned: models per protocol K >= 2 (default 5; 2 with --quick); fig8: models per loss (default 3).")] = None,
-              train_steps: Annotated[Optional[int], typer.Option("--train-steps", help="table1 learned and fig8: training steps of every model (default 4000; 300 with --quick).")] = None,
+              dynamics: Annotated[str, typer.Option("--dynamics", help="table1, fig7: exact | learned | both (learned: K trained velocity models per protocol or g; table1 integrates them by RK4, fig7 measures them on the density grid; reused from --out when rerun).")] = "exact",
+              seeds: Annotated[Optional[int], typer.Option("--seeds", help="table1/fig7 learned: models per protocol or g, K >= 2 (default 5; 2 with --quick); fig8: models per loss (default 3).")] = None,
+              train_steps: Annotated[Optional[int], typer.Option("--train-steps", help="table1/fig7 learned and fig8: training steps of every model (default 4000; 300 with --quick).")] = None,
               x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,
               quiet: Quiet = False, no_cache: NoCache = False):
     """Reproduce one of the paper's experiments (figure PNG + JSON + table)."""
@@ -1086,12 +1086,16 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | table1 | fig7 | f
                          "schedules or all")
     if dynamics not in ("exact", "learned", "both"):
         raise InputError(f"--dynamics must be exact, learned or both; got {dynamics!r}")
-    if name not in ("table1", "all") and dynamics != "exact":
-        raise InputError("--dynamics applies to table1 only "
+    if name not in ("table1", "fig7", "all") and dynamics != "exact":
+        raise InputError("--dynamics applies to table1 and fig7 only "
                          f"(the learned mode of {name} is not built)")
-    if name not in ("table1", "fig8", "all") and (seeds is not None or train_steps is not None):
-        raise InputError(f"--seeds and --train-steps apply to table1 and fig8 only; {name} "
-                         "trains no models")
+    if name not in ("table1", "fig7", "fig8", "all") and (seeds is not None
+                                                          or train_steps is not None):
+        raise InputError(f"--seeds and --train-steps apply to table1, fig7 and fig8 only; "
+                         f"{name} trains no models")
+    if name == "fig7" and dynamics == "exact" and (seeds is not None or train_steps is not None):
+        raise InputError("--seeds and --train-steps set fig7's learned models: add --dynamics "
+                         "learned or both")
     if seeds is not None and not 2 <= seeds <= 100:
         raise InputError(f"--seeds must be an integer in [2, 100]; got {seeds}")
     if train_steps is not None and not 1 <= train_steps <= 10**6:

@@ -151,44 +151,51 @@ def plot_schedules(report: dict, filename: str, tau: float = 1.0) -> None:
 
 
 def plot_fig7(res: dict, filename: str) -> None:
-    """Snapshots of exact and perturbed reverse samples, and η, c_1, c_2, w_D against g."""
+    """η, c_1, c_2, w_D against g (exact dynamics) and the learned models' η against g (each
+    model a dot, mean ± s.e. as a bar), beside the exact η."""
     import numpy as np
 
-    snaps = res["snapshots"]
-    labels = list(snaps)
-    fig = plt.figure(figsize=(13, 3.2 * len(labels) + 3.5))
-    gs = fig.add_gridspec(len(labels) + 1, 3)
-    for r, lab in enumerate(labels):
-        sn = snaps[lab]
-        for c in range(3):
-            ax = fig.add_subplot(gs[r, c])
-            a, b = np.asarray(sn["exact"][c]), np.asarray(sn["perturbed"][c])
-            ax.scatter(a[:, 0], a[:, 1], s=3, alpha=0.6, label="from exact $P_τ$")
-            ax.scatter(b[:, 0], b[:, 1], s=3, alpha=0.6, label="from perturbed start")
-            ax.set_title(f"{lab}, t = {sn['t'][c]:.2f}", fontsize=9)
-            ax.set_xlabel("$x_1$")
-            ax.set_ylabel("$x_2$")
-            if r == 0 and c == 0:
-                ax.legend(fontsize=7, markerscale=3)
-    ax = fig.add_subplot(gs[len(labels), :])
-    summ = res["summary"]
-    keys = list(summ)
-    pos = np.arange(len(keys))
-    for k, (q, name) in enumerate((("eta", r"$\eta$"), ("c1", "$c_1$"), ("c2", "$c_2$"), ("wD", "$w_D$"))):
-        vals = [summ[kk][q] for kk in keys]
-        errs = [(summ[kk][q + "_stderr"] or 0.0) + (summ[kk].get(q + "_error") or 0.0)
-                for kk in keys]
-        ax.bar(pos + (k - 1.5) * 0.2, vals, width=0.2, yerr=errs, capsize=2, label=name)
-    ax.set_xticks(pos)
-    ax.set_xticklabels(keys)
-    ax.set_yscale("log")
-    ax.set_ylabel("value ± s.e. over seeds (particles)\nor ± resolution error (grid)")
-    ax.set_title(res["statement"], fontsize=9)
-    ax.legend(fontsize=8, ncol=4)
+    summ, learned = res["summary"], res.get("learned")
+    panels = [p for p, on in (("exact", bool(summ)), ("learned", bool(learned))) if on]
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "exact":
+            keys = list(summ)
+            pos = np.arange(len(keys))
+            for k, (q, name) in enumerate((("eta", r"$\eta$"), ("c1", "$c_1$"), ("c2", "$c_2$"),
+                                           ("wD", "$w_D$"))):
+                vals = [summ[kk][q] for kk in keys]
+                errs = [(summ[kk][q + "_stderr"] or 0.0) + (summ[kk].get(q + "_error") or 0.0)
+                        for kk in keys]
+                ax.bar(pos + (k - 1.5) * 0.2, vals, width=0.2, yerr=errs, capsize=2, label=name)
+            ax.set_xticks(pos)
+            ax.set_xticklabels(keys)
+            ax.set_yscale("log")
+            ax.set_ylabel("value ± s.e. over seeds (particles)\nor ± resolution error (grid)")
+            ax.set_title("exact dynamics: " + res["statement"][:90], fontsize=8)
+            ax.legend(fontsize=8, ncol=4)
+        else:
+            ls = learned["summary"]
+            keys = list(ls)
+            pos = np.arange(len(keys))
+            ax.bar(pos, [ls[k]["eta"] for k in keys], width=0.5, alpha=0.5,
+                   yerr=[ls[k]["eta_stderr"] for k in keys], capsize=3,
+                   label=r"learned $\eta$ (mean ± s.e.)")
+            for i, k in enumerate(keys):
+                vals = [m["eta"] for m in learned["models"] if m["case"] == k]
+                ax.plot(np.full(len(vals), i), vals, "k.", ms=5,
+                        label="one model" if i == 0 else None)
+                if summ.get(k):
+                    ax.plot([i - 0.3, i + 0.3], [summ[k]["eta"]] * 2, "r-", lw=2,
+                            label=r"exact $\eta$" if i == 0 else None)
+            ax.set_xticks(pos)
+            ax.set_xticklabels(keys)
+            ax.set_ylabel(r"$\eta$ (density grid, learned velocity)")
+            ax.set_title(learned["statement"][:110], fontsize=8)
+            ax.legend(fontsize=8)
     st = res["settings"]
     fig.suptitle(f"Fig. 7 — Swiss roll, rotating force h={st['h']:g}, T_fin={st['t_fin']:g}, "
-                 f"τ={st['tau']:g}, perturbation {st['perturb']} (reverse time runs t = τ → 0)",
-                 fontsize=11)
+                 f"τ={st['tau']:g}, perturbation {st['perturb']}", fontsize=11)
     fig.tight_layout()
     _save(fig, filename)
 

@@ -64,10 +64,30 @@ def _tables(name, res, console):
                 return f"unresolved (uncertainty {se + err:.2g})"
             return _pm(v[q], se or None, 5) + (f" (res. {err:.1g})" if err else "")
 
-        console.table([(k, pm_res(v, "eta"), pm_res(v, "c1"), _pm(v["c2"], v["c2_stderr"]),
-                        _pm(v["wD"], None), v.get("paper_eta"), v["method"])
-                       for k, v in res["summary"].items()],
-                      ["case", "eta", "c1", "c2 ± se", "wD", "paper eta", "method"])
+        if res["summary"]:
+            console.table([(k, pm_res(v, "eta"), pm_res(v, "c1"), _pm(v["c2"], v["c2_stderr"]),
+                            _pm(v["wD"], None), v.get("paper_eta"), v["method"])
+                           for k, v in res["summary"].items()],
+                          ["case", "eta", "c1", "c2 ± se", "wD", "paper eta", "method"])
+        if res.get("learned"):
+            lr = res["learned"]
+            def pm_l(v, q):
+                if v[q + "_status"] == "unresolved":
+                    unc = v[q + "_resolution_error"] + v[q + "_stderr"]
+                    return f"unresolved (uncertainty {unc:.2g})"
+                return _pm(v[q], v[q + "_stderr"])
+
+            console.table([(k, v["n_seeds"], pm_l(v, "eta"),
+                            f"{v['eta_resolution_error']:.1g}", pm_l(v, "dW1"), pm_l(v, "c1"),
+                            _pm(v["eq100_L_alpha"], v["eq100_L_alpha_stderr"]),
+                            _pm(v["W1_to_data"], v["W1_to_data_stderr"]))
+                           for k, v in lr["summary"].items()],
+                          ["learned", "models", "eta ± se", "grid res.", "dW1 ± se", "c1 ± se",
+                           "L_alpha ± se", "W1 to data ± se"])
+            console.say("learned: mean ± s.e. over the trained models (density grid with the "
+                        "learned velocity; 'grid res.' the largest resolution error)")
+            if res.get("summary"):
+                console.say(lr["statement"])
         console.say(res["statement"])
     elif name == "fig8":
         console.table([(c["loss"], c["n_models"], _pm(c["eta"], c["eta_stderr"]),

@@ -12,11 +12,22 @@ exact OT between them, standard errors over seeds. c_2 and w_D from the 2-D grid
 With exact dynamics and a rotation-invariant start, η cannot depend on g (the force commutes
 with rotations, so P_t^(g) = R(θ_t)#P_t^(0) and the reverse flow differs only by a rotation of
 the start; docs/theory.md §9): only w_D grows with g.
+
+Learned dynamics (``dynamics`` "learned" or "both"): for each g, K velocity models (CFM loss,
+Eq. 19, on the rotating force's conditional paths) trained at one stated budget from seeds
+0 … K−1 (model k of every g from the same key: paired across g), saved under
+``folder/fig7-models`` and reused when rerun. Each model's η, ΔW_1, c_1 and Eq. 100 (D_max, L_α)
+come from the density grid with the learned velocity (docs/theory.md §6.4: deterministic, the
+ODE converged, so what remains is learning error), its W_1 to the data from samples
+(:func:`satjax.learn.w1_to_data`); each reported as mean ± standard error over the K models,
+and whether learned η grows with g as paired differences with a t-test.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -32,25 +43,142 @@ from satjax.mixtures import swiss_roll
 PAPER_ETA = {"g=0": 9.301e-2, "g=3": 3.430e-1, "g=5": 5.615e-1, "ot": 7.221e-6}
 
 
+DYNAMICS = ("exact", "learned", "both")
+
+
+def budget(quick: bool, train_steps=None) -> dict:
+    """The training budget of every learned model (equal across g and seeds)."""
+    b = (dict(steps=300, batch_size=256, lr=2e-3, width=32, depth=2, lr_schedule="cosine")
+         if quick else
+         dict(steps=4000, batch_size=256, lr=1e-3, width=128, depth=3, lr_schedule="cosine"))
+    if train_steps is not None:
+        b["steps"] = int(train_steps)
+    return b
+
+
+def _mean_se(v):
+    v = np.asarray(v, float)
+    with np.errstate(over="ignore", invalid="ignore"):  # D_max can be astronomically large
+        return float(v.mean()), (float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1
+                                 else float("nan"))
+
+
+def _paired(a, b) -> dict:
+    """Mean of b − a ± standard error over paired seeds and the two-sided paired t-test."""
+    from scipy import stats
+
+    d = np.asarray(b, float) - np.asarray(a, float)
+    mean, se = _mean_se(d)
+    p = float(2 * stats.t.sf(abs(mean / se), len(d) - 1)) if len(d) > 1 and se > 0 else None
+    return {"mean_difference": mean, "stderr": se, "p_value": p, "n": len(d)}
+
+
+def _learned_model(label, proto, data, pert, k, cfg_kwargs, grid, n_time, path, folder, quick):
+    """Train (or reuse) model k for one protocol and measure it on the density grid."""
+    from satjax import learn
+
+    cfg = learn.TrainConfig(loss="cfm", dtype="float64", eval_every=0, checkpoint_every=10**9,
+                            **cfg_kwargs)
+    ck = None if folder is None else Path(folder) / "fig7-models" / f"{label}-seed{k}"
+    res = learn.train(jax.random.PRNGKey(k), proto, data, cfg, checkpoint_dir=ck, resume=True)
+    fld = learn.param_field(res.spec, res.params, tau=proto.tau)
+    r = B.bound(proto, data, pert, velocity=fld, transport=grid, n_time=n_time, path=path,
+                key=jax.random.PRNGKey(100 + k))
+    w = learn.w1_to_data(fld, proto, data, key=jax.random.PRNGKey(200 + k),
+                         n_samples=500 if quick else 2000, n_steps=40 if quick else 100)
+    m = {"case": label, "seed": k, "resumed": res.start_step > 0,
+         "final_loss": float(np.mean(res.losses[-50:])) if len(res.losses) else None,
+         "W1_to_data": float(w.value), "W1_to_data_stderr": float(w.stderr),
+         "W1_to_data_method": w.method}
+    for q in ("eta", "c1", "dW1", "W1_end"):
+        m.update(getattr(r, q).to_json(q))
+    for q in ("D_max", "L_alpha", "lhs", "rhs"):
+        m.update(getattr(r.eq100, q).to_json(f"eq100_{q}"))
+    return m
+
+
+def _learned(protos, g_values, data, pert, k_seeds, b, grid, n_time, paths, folder, quick,
+             tick) -> dict:
+    models = []
+    for g in g_values:
+        label = f"g={g:g}"
+        for k in range(k_seeds):
+            models.append(_learned_model(label, protos[label], data, pert, k, b, grid, n_time,
+                                         paths[label], folder, quick))
+            tick()
+    summary = {}
+    for g in g_values:
+        sel = sorted((m for m in models if m["case"] == f"g={g:g}"), key=lambda m: m["seed"])
+        row = {"n_seeds": len(sel)}
+        for q in ("eta", "c1", "dW1", "W1_end", "W1_to_data", "eq100_D_max", "eq100_L_alpha"):
+            row[q], row[q + "_stderr"] = _mean_se([m[q] for m in sel])
+        for q in ("eta", "c1", "dW1"):  # the largest resolution error of the K grids
+            row[q + "_resolution_error"] = max(float(m[q + "_error"] or 0.0) for m in sel)
+            unc = row[q + "_resolution_error"] + (row[q + "_stderr"] or 0.0)
+            row[q + "_status"] = "unresolved" if unc >= abs(row[q]) else "resolved"
+        summary[f"g={g:g}"] = row
+    eta = {g: [m["eta"] for m in sorted((m for m in models if m["case"] == f"g={g:g}"),
+                                        key=lambda m: m["seed"])] for g in g_values}
+    steps = [{"from": f"g={a:g}", "to": f"g={c:g}", **_paired(eta[a], eta[c])}
+             for a, c in zip(g_values[:-1], g_values[1:])]
+    grows = all(s["p_value"] is not None and s["p_value"] < 0.05 and s["mean_difference"] > 0
+                for s in steps)
+    falls = any(s["p_value"] is not None and s["p_value"] < 0.05 and s["mean_difference"] < 0
+                for s in steps)
+    status = ("not applicable (one g)" if not steps else "grows" if grows else
+              "does not grow" if falls else "not resolved")
+    return {"models": models, "summary": summary, "eta_steps_in_g": steps,
+            "eta_grows_with_g": status,
+            "statement": (f"learned eta {status} with g at this budget (paired over "
+                          f"{k_seeds} seeds, p < 0.05 per step): " + "; ".join(
+                              f"{s['to']} − {s['from']} = {s['mean_difference']:.3g} ± "
+                              f"{s['stderr']:.2g} (p = "
+                              f"{'n/a' if s['p_value'] is None else format(s['p_value'], '.2g')})"
+                              for s in steps))}
+
+
 def run(*, quick: bool = False, tau: float = 3.0, h: float = 1.1, t_fin: float = 0.5,
         g_values=(0.0, 3.0, 5.0), perturb: str = "gmm:means=0;0,std=0.9", seed: int = 0,
+        dynamics: str = "exact", seeds=None, train_steps=None, folder=None,
         progress=None) -> dict:
+    """Fig. 7 with exact and/or learned dynamics (module docstring). ``folder``: trained models
+    are saved under ``folder/fig7-models`` and reused when rerun."""
+    if dynamics not in DYNAMICS:
+        raise ValueError(f"`dynamics` must be one of {DYNAMICS}; got {dynamics!r}")
+    exact_mode, learned_mode = dynamics in ("exact", "both"), dynamics in ("learned", "both")
+    k_seeds = int(seeds) if seeds is not None else (2 if quick else 5)
+    if learned_mode and k_seeds < 2:
+        raise ValueError(f"`seeds` must be >= 2 (a standard error needs two models); got "
+                         f"{k_seeds}")
     start = time.time()
-    n_data, n, n_steps, n_save, seeds, n_time = ((300, 400, 40, 8, 2, 16) if quick else
-                                                 (800, 1000, 100, 20, 4, 32))
+    n_data, n, n_steps, n_save, ot_seeds, n_time = ((300, 400, 40, 8, 2, 16) if quick else
+                                                    (800, 1000, 100, 20, 4, 32))
     data = swiss_roll(n=n_data, noise=0.3, scale=0.125, width=0.05, seed=0)
     pert = specs.build_perturbation(specs.parse_perturbation(perturb))
     protos = {f"g={g:g}": RotatingForce.create(h=h, g=g, t_fin=t_fin, tau=tau) for g in g_values}
-    protos["ot"] = ot_protocol(data, tau=tau, method="assignment", n_samples=2000,
-                               key=jax.random.PRNGKey(7))
+    if exact_mode:
+        protos["ot"] = ot_protocol(data, tau=tau, method="assignment", n_samples=2000,
+                                   key=jax.random.PRNGKey(7))
     paths = {k: P.path_cost(p, data, n_time=n_time, key=jax.random.PRNGKey(11))
              for k, p in protos.items()}
-    cases, snapshots = [], {}
-    # the rotating force: the deterministic 2-D density grid, once (docs/theory.md §6.4); the
-    # OT protocol's kernel velocity: particles over seeds
+    # the rotating force: the deterministic 2-D density grid (docs/theory.md §6.4); the OT
+    # protocol's kernel velocity: particles over seeds
     grid = DensityGrid(n=32) if quick else DensityGrid()
-    jobs = [(label, s) for label in protos for s in range(1 if label != "ot" else seeds)]
-    for i, (label, s) in enumerate(jobs):
+    learned_grid = DensityGrid(n=16, n_steps=48, n_save=8) if quick else grid
+    jobs = [(label, s) for label in protos for s in range(1 if label != "ot" else ot_seeds)] \
+        if exact_mode else []
+    b = budget(quick, train_steps)
+    n_jobs = len(jobs) + (len(g_values) * k_seeds if learned_mode else 0)
+    done = 0
+
+    def tick():
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, n_jobs)
+
+    cases = []
+    for label, s in jobs:
         key = jax.random.PRNGKey(1000 * seed + s)
         tr = grid if label != "ot" else Particles(n=n, n_steps=n_steps, n_save=n_save, key=key)
         r = B.bound(protos[label], data, pert, transport=tr, n_time=n_time, key=key,
@@ -62,10 +190,9 @@ def run(*, quick: bool = False, tau: float = 3.0, h: float = 1.1, t_fin: float =
         for k in ("eta", "c1", "c2", "wD", "D0", "dW1", "W1_start", "W1_end"):
             case.update(getattr(r, k).to_json(k))
         cases.append(case)
-        if progress is not None:
-            progress(i + 1, len(jobs))
+        tick()
     summary = {}
-    for label in protos:
+    for label in (protos if exact_mode else ()):
         sel = [c for c in cases if c["case"] == label]
         row = {"method": sel[0]["eta_method"]}
         for k in ("eta", "c1", "D0"):
@@ -78,41 +205,48 @@ def run(*, quick: bool = False, tau: float = 3.0, h: float = 1.1, t_fin: float =
                 row[k + "_stderr"] = float(sel[0][k + "_stderr"] or 0.0)
                 row[k + "_error"] = float(sel[0][k + "_error"] or 0.0)
         for k in ("c2", "wD"):
-            row[k] = float(paths[label].__getattribute__(k).value)
-            row[k + "_stderr"] = float(paths[label].__getattribute__(k).stderr)
-            row[k + "_method"] = paths[label].__getattribute__(k).method
+            row[k] = float(getattr(paths[label], k).value)
+            row[k + "_stderr"] = float(getattr(paths[label], k).stderr)
+            row[k + "_method"] = getattr(paths[label], k).method
         row["paper_eta"] = PAPER_ETA.get(label)
         summary[label] = row
-    etas = [summary[f"g={g:g}"] for g in g_values]
-    def unc(e):
-        return 2 * e["eta_stderr"] + e["eta_error"]
+    out = {"figure": "fig7", "cases": cases, "summary": summary}
+    if exact_mode:
+        etas = [summary[f"g={g:g}"] for g in g_values]
 
-    grows = all(b["eta"] - unc(b) > a["eta"] + unc(a) for a, b in zip(etas[:-1], etas[1:]))
-    spread = max(e["eta"] for e in etas) - min(e["eta"] for e in etas)
-    noise = max(unc(e) for e in etas)
-    statement = ("eta grows with g beyond its uncertainty" if grows else
-                 f"eta does not grow with g: spread {spread:.3g} vs uncertainty {noise:.3g} (exact "
-                 "dynamics with a rotation-invariant start give the same eta for every g); "
-                 "paper: 9.301e-2, 3.430e-1, 5.615e-1")
-    snaps = {}
-    return {
-        "figure": "fig7",
-        "settings": {"data": {"kind": "swissroll", "n": n_data, "noise": 0.3, "scale": 0.125,
-                              "width": 0.05, "seed": 0},
-                     "force": "rotating (Eq. 99)", "h": h, "t_fin": t_fin, "tau": tau,
-                     "g_values": list(g_values), "perturb": perturb,
-                     "rotating_transport": grid.method, "particles_ot": n,
-                     "n_steps": n_steps, "n_save": n_save, "seeds": seeds, "n_time": n_time,
-                     "ot": "assignment geodesic, kernel velocity (Eq. G19), 2000 pairs",
-                     "quick": quick, "dynamics": "exact",
-                     "source_of_settings": "h, T_fin and the start from a reading of the paper "
-                                           "(docs/reproduction.md); tau chosen"},
-        "cases": cases,
-        "summary": summary,
-        "eta_grows_with_g": grows,
-        "wD_grows_with_g": all(b["wD"] > a["wD"] for a, b in zip(etas[:-1], etas[1:])),
-        "statement": statement,
-        "all_verdicts_hold": bool(all(s == "holds" for c in cases for s in c["holds"].values())),
-        "snapshots": snaps,
-        "seconds": time.time() - start,
-    }
+        def unc(e):
+            return 2 * e["eta_stderr"] + e["eta_error"]
+
+        grows = all(b2["eta"] - unc(b2) > a["eta"] + unc(a) for a, b2 in zip(etas[:-1], etas[1:]))
+        spread = max(e["eta"] for e in etas) - min(e["eta"] for e in etas)
+        noise = max(unc(e) for e in etas)
+        out.update(
+            eta_grows_with_g=grows,
+            wD_grows_with_g=all(b2["wD"] > a["wD"] for a, b2 in zip(etas[:-1], etas[1:])),
+            statement=("eta grows with g beyond its uncertainty" if grows else
+                       f"eta does not grow with g: spread {spread:.3g} vs uncertainty "
+                       f"{noise:.3g} (exact dynamics with a rotation-invariant start give the "
+                       "same eta for every g); paper: 9.301e-2, 3.430e-1, 5.615e-1"))
+    if learned_mode:
+        out["learned"] = _learned(protos, tuple(g_values), data, pert, k_seeds, b, learned_grid,
+                                  n_time, paths, folder, quick, tick)
+        if not exact_mode:
+            out["statement"] = out["learned"]["statement"]
+    out["all_verdicts_hold"] = bool(all(s == "holds" for c in cases for s in c["holds"].values()))
+    out["settings"] = {
+        "data": {"kind": "swissroll", "n": n_data, "noise": 0.3, "scale": 0.125, "width": 0.05,
+                 "seed": 0},
+        "force": "rotating (Eq. 99)", "h": h, "t_fin": t_fin, "tau": tau,
+        "g_values": list(g_values), "perturb": perturb,
+        "rotating_transport": grid.method, "particles_ot": n, "n_steps": n_steps,
+        "n_save": n_save, "seeds": ot_seeds, "n_time": n_time,
+        "ot": "assignment geodesic, kernel velocity (Eq. G19), 2000 pairs",
+        "quick": quick, "dynamics": dynamics,
+        "learned": ({"models_per_g": k_seeds, "loss": "cfm", "budget": b, "dtype": "float64",
+                     "seed_of_model_k": "PRNGKey(k), the same for every g (paired)",
+                     "transport": learned_grid.method + " with the learned velocity"}
+                    if learned_mode else None),
+        "source_of_settings": "h, T_fin and the start from a reading of the paper "
+                              "(docs/reproduction.md); tau chosen"}
+    out["seconds"] = time.time() - start
+    return out

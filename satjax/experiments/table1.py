@@ -28,7 +28,6 @@ error and a two-sided paired t-test.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -45,19 +44,6 @@ PROTOCOLS = ("cosine", "cond-ot", "ot")
 DYNAMICS = ("exact", "learned", "both")
 # what each protocol's learned model is trained on: (protocol spec, loss)
 TRAINING = {"cosine": ("cosine", "cfm"), "cond-ot": ("cond-ot", "cfm"), "ot": ("cond-ot", "ot-cfm")}
-
-
-@dataclasses.dataclass(frozen=True)
-class _Apply:
-    """A trained model as ``fn(params, x, t)`` (hashable by its spec: one compilation per
-    architecture, whatever the parameters)."""
-
-    spec: object
-
-    def __call__(self, params, x, t):
-        from satjax.learn import apply
-
-        return apply(self.spec, params, x, t)
 
 
 def budget(quick: bool, train_steps=None) -> dict:
@@ -91,7 +77,6 @@ def _paired(a, b) -> dict:
 def _train_model(protocol_name, data, tau, cfg_kwargs, seed, folder, progress_say=None):
     """Train (or resume from ``folder``) one model; returns (velocity Field, TrainResult)."""
     from satjax import learn
-    from satjax.reverse import ParamField
 
     spec_name, loss = TRAINING[protocol_name]
     p = specs.build_protocol(specs.parse_protocol(spec_name), tau=tau, data=data)
@@ -99,7 +84,7 @@ def _train_model(protocol_name, data, tau, cfg_kwargs, seed, folder, progress_sa
                             **cfg_kwargs)
     res = learn.train(jax.random.PRNGKey(seed), p, data, cfg, checkpoint_dir=folder,
                       resume=True)
-    field = ParamField(params=res.params, fn=_Apply(res.spec), tau=p.tau)
+    field = learn.param_field(res.spec, res.params, tau=p.tau)
     return field, p, res
 
 

@@ -14,18 +14,20 @@ from satjax.learn.losses import (LOSSES, Conditional, LossTerms, Residual, cfm_l
                                  ot_pair, residual, sample_times, score_from_velocity,
                                  velocity_from_score)
 from satjax.learn.quality import w1_to_data
-from satjax.learn.models import MLPField, ModelSpec, apply, field, init_params
+from satjax.learn.models import (Apply, MLPField, ModelSpec, apply, field, init_params,
+                                 param_field)
 from satjax.learn.train import (Batch, History, OptimSpec, ProgressBar, StepEvent, TrainConfig,
                                 TrainResult, TrainState, make_train_step, resume_run,
                                 sample_batch, train)
 
 __all__ = [
-    "LOSSES", "Batch", "Checkpoint", "Conditional", "History", "LossTerms", "MLPField",
+    "LOSSES", "Apply", "Batch", "Checkpoint", "Conditional", "History", "LossTerms", "MLPField",
     "ModelSpec", "OptimSpec", "ProgressBar", "Residual", "StepEvent", "TrainConfig",
     "TrainResult", "TrainState", "apply", "cfm_loss", "check_compatible", "conditional",
     "conditional_sample", "conditional_score", "conditional_velocity", "default_coupling",
     "dsm_loss", "field", "fingerprint", "hungarian_coupling", "init_params", "load_checkpoint",
-    "load_model", "make_train_step", "ot_cfm_loss", "ot_pair", "read_config", "residual",
+    "load_model", "make_train_step", "ot_cfm_loss", "ot_pair", "param_field", "read_config",
+    "residual",
     "resume_run", "run_record", "sample_batch", "sample_times", "save_checkpoint",
     "score_from_velocity", "train", "velocity_from_score", "w1_to_data",
 ]

@@ -210,6 +210,26 @@ def apply(spec: ModelSpec, params, x, t) -> jax.Array:
     return out[0] if single else out
 
 
+@dataclasses.dataclass(frozen=True)
+class Apply:
+    """``fn(params, x, t)`` of one architecture, hashable by its spec: a static part of a
+    :class:`satjax.reverse.ParamField` that compiles once per architecture, whatever the
+    parameters."""
+
+    spec: ModelSpec
+
+    def __call__(self, params, x, t):
+        return apply(self.spec, params, x, t)
+
+
+def param_field(spec: ModelSpec, params, tau=None):
+    """The model as a :class:`satjax.reverse.ParamField` (parameters as pytree leaves: one
+    compilation serves every model of the same architecture)."""
+    from satjax.reverse import ParamField
+
+    return ParamField(params=params, fn=Apply(spec), tau=tau)
+
+
 def field(spec: ModelSpec, params) -> Callable:
     """The model as a plain callable ``fn(x, t)`` (x (d,) or (N, d), t scalar or (N,))."""
     if not isinstance(spec, ModelSpec):
