@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -172,7 +174,7 @@ def plot_fig7(res: dict, filename: str) -> None:
             ax.set_xticklabels(keys)
             ax.set_yscale("log")
             ax.set_ylabel("value ± s.e. over seeds (particles)\nor ± resolution error (grid)")
-            ax.set_title("exact dynamics: " + res["statement"][:90], fontsize=8)
+            ax.set_title(textwrap.fill("exact dynamics: " + res["statement"], 90), fontsize=7)
             ax.legend(fontsize=8, ncol=4)
         else:
             ls = learned["summary"]
@@ -188,14 +190,18 @@ def plot_fig7(res: dict, filename: str) -> None:
                 if summ.get(k):
                     ax.plot([i - 0.3, i + 0.3], [summ[k]["eta"]] * 2, "r-", lw=2,
                             label=r"exact $\eta$" if i == 0 else None)
+                ax.annotate(f"grid res. {ls[k]['eta_resolution_error']:.1g}",
+                            (i, ls[k]["eta"] + (ls[k]["eta_stderr"] or 0.0)),
+                            textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
             ax.set_xticks(pos)
             ax.set_xticklabels(keys)
             ax.set_ylabel(r"$\eta$ (density grid, learned velocity)")
-            ax.set_title(learned["statement"][:110], fontsize=8)
+            ax.set_title(textwrap.fill(learned["statement"], 90), fontsize=7)
             ax.legend(fontsize=8)
     st = res["settings"]
-    fig.suptitle(f"Fig. 7 — Swiss roll, rotating force h={st['h']:g}, T_fin={st['t_fin']:g}, "
-                 f"τ={st['tau']:g}, perturbation {st['perturb']}", fontsize=11)
+    fig.suptitle(textwrap.fill(f"Fig. 7 — Swiss roll, rotating force h={st['h']:g}, "
+                               f"T_fin={st['t_fin']:g}, τ={st['tau']:g}, perturbation "
+                               f"{st['perturb']}", 80), fontsize=10)
     fig.tight_layout()
     _save(fig, filename)
 

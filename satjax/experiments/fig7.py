@@ -106,6 +106,13 @@ def _learned(protos, g_values, data, pert, k_seeds, b, grid, n_time, paths, fold
             models.append(_learned_model(label, protos[label], data, pert, k, b, grid, n_time,
                                          paths[label], folder, quick))
             tick()
+    return learned_summary(models, g_values)
+
+
+def learned_summary(models, g_values) -> dict:
+    """Per g the mean ± standard error over the models, and the paired steps in g with the
+    verdict on whether learned η grows with g (from the per-model records alone)."""
+    k_seeds = min(sum(m["case"] == f"g={g:g}" for m in models) for g in g_values)
     summary = {}
     for g in g_values:
         sel = sorted((m for m in models if m["case"] == f"g={g:g}"), key=lambda m: m["seed"])
@@ -119,21 +126,30 @@ def _learned(protos, g_values, data, pert, k_seeds, b, grid, n_time, paths, fold
         summary[f"g={g:g}"] = row
     eta = {g: [m["eta"] for m in sorted((m for m in models if m["case"] == f"g={g:g}"),
                                         key=lambda m: m["seed"])] for g in g_values}
-    steps = [{"from": f"g={a:g}", "to": f"g={c:g}", **_paired(eta[a], eta[c])}
+    # a step counts when it is significant (paired t-test, p < 0.05) and larger than the two
+    # grids' resolution errors together
+    steps = [{"from": f"g={a:g}", "to": f"g={c:g}", **_paired(eta[a], eta[c]),
+              "resolution_error": summary[f"g={a:g}"]["eta_resolution_error"]
+              + summary[f"g={c:g}"]["eta_resolution_error"]}
              for a, c in zip(g_values[:-1], g_values[1:])]
-    grows = all(s["p_value"] is not None and s["p_value"] < 0.05 and s["mean_difference"] > 0
-                for s in steps)
-    falls = any(s["p_value"] is not None and s["p_value"] < 0.05 and s["mean_difference"] < 0
-                for s in steps)
+
+    def counts(s):
+        return (s["p_value"] is not None and s["p_value"] < 0.05
+                and abs(s["mean_difference"]) > s["resolution_error"])
+
+    grows = all(counts(s) and s["mean_difference"] > 0 for s in steps)
+    falls = any(counts(s) and s["mean_difference"] < 0 for s in steps)
     status = ("not applicable (one g)" if not steps else "grows" if grows else
               "does not grow" if falls else "not resolved")
     return {"models": models, "summary": summary, "eta_steps_in_g": steps,
             "eta_grows_with_g": status,
             "statement": (f"learned eta {status} with g at this budget (paired over "
-                          f"{k_seeds} seeds, p < 0.05 per step): " + "; ".join(
+                          f"{k_seeds} seeds; a step counts at p < 0.05 and beyond the grids' "
+                          "resolution errors): " + "; ".join(
                               f"{s['to']} − {s['from']} = {s['mean_difference']:.3g} ± "
                               f"{s['stderr']:.2g} (p = "
-                              f"{'n/a' if s['p_value'] is None else format(s['p_value'], '.2g')})"
+                              f"{'n/a' if s['p_value'] is None else format(s['p_value'], '.2g')}"
+                              f", resolution {s['resolution_error']:.2g})"
                               for s in steps))}
 
 
