@@ -370,10 +370,19 @@ class DensityGrid(Node):
         sd = float(np.max(np.asarray(data.component_sd(), float)))
         return m.min(0) - self.z * sd, m.max(0) + self.z * sd
 
-    def prepare(self, data) -> "DensityGrid":
-        """The transport with n chosen for ``data`` (when n = 0)."""
+    def prepare(self, data, cover=None) -> "DensityGrid":
+        """The transport with its box and n chosen for ``data`` (n when n = 0); ``cover``
+        (N, 2) points the box must also hold (e.g. samples of a generated law), with a margin
+        of 3 narrowest component standard deviations."""
         self.check(data)
         lo, hi = self.box(data)
+        if cover is not None:
+            c = np.asarray(cover, float)
+            c = c[np.all(np.isfinite(c), axis=1)]
+            if c.size:
+                margin = 3.0 * float(np.min(np.asarray(data.component_sd(), float)))
+                lo = np.minimum(lo, c.min(0) - margin)
+                hi = np.maximum(hi, c.max(0) + margin)
         out = self.replace(lo=tuple(float(v) for v in lo), hi=tuple(float(v) for v in hi))
         if self.n:
             return out

@@ -179,8 +179,8 @@ def test_learned_velocity_on_the_grid():
     """A learned velocity ν̂ on the grid route (Eq. 100; docs/theory.md §6.4).
 
     (a) ν̂ = ν passed as a plain callable (so treated as learned): the route must return the
-    exact route's W_1 curve and rate, and D_t = χ²(P̃_t‖P_t) = D_0 at every saved time (conserved
-    along the exact flow, App. E), with L_α = 0.
+    exact route's W_1 curve and rate, and D_t = χ²(P̃_t‖P_t) the same at every saved time and
+    equal to D_0 (conserved along the exact flow, App. E), with L_α = 0.
     (b) Gaussian data N((1, 0), 0.25 I), the cosine path, ν̂ = the cond-OT velocity, start
     shifted by δ = 0.4: ν̂ carries N(δe₁, I) to P̃_t = N(μ_t + σ_t δ e₁, σ_t² I) of cond-OT, so
     W_1 = sδ at t = 0 and δ at τ, D_t = χ² of two Gaussians (closed form) at every t, and the
@@ -190,14 +190,17 @@ def test_learned_velocity_on_the_grid():
     data = specs.build_data(specs.parse_data("gmm:means=-1;0|1;0.5,std=0.4"))
     cos = specs.build_protocol(specs.parse_protocol("cosine"), tau=1.0, data=data)
     pert = PT.shift(0.3)
-    grid = DensityGrid(n=24, check_coarse=False)
+    # a box wide enough to hold the generated law (the learned route widens q's box to it)
+    grid = DensityGrid(n=24, z=12.0, check_coarse=False)
     ex = exact_velocity(cos, data)
     r0 = B.bound(cos, data, pert, transport=grid)
     r1 = B.bound(cos, data, pert, velocity=lambda x, t: ex(x, t), transport=grid)
     np.testing.assert_allclose(np.asarray(r1.W1), np.asarray(r0.W1), rtol=0, atol=1e-8)
     np.testing.assert_allclose(np.asarray(r1.v_loss_sq), np.asarray(r0.v_loss_sq), rtol=1e-6,
                                atol=1e-8)
-    np.testing.assert_allclose(np.asarray(r1.eq100.D), float(r0.D0.value), rtol=1e-6)
+    D = np.asarray(r1.eq100.D)  # conserved to the ODE's accuracy; D_0 to the grid quadrature's
+    np.testing.assert_allclose(D, D[0], rtol=1e-8)
+    assert D[0] == pytest.approx(float(r0.D0.value), rel=1e-3)
     assert float(r1.eq100.L_alpha.value) == pytest.approx(0.0, abs=1e-20)
 
     s, delta = 0.5, 0.4
