@@ -45,7 +45,7 @@ def test_dynamics_option_is_checked():
     from satjax.cli import app
 
     res = CliRunner().invoke(app, ["reproduce", "fig6", "--dynamics", "learned"])
-    assert res.exit_code == 2 and "table1 only" in res.output
+    assert res.exit_code == 2 and "table1 and fig7 only" in res.output
     res = CliRunner().invoke(app, ["reproduce", "table1", "--dynamics", "trained"])
     assert res.exit_code == 2 and "--dynamics must be" in res.output
     with pytest.raises(ValueError, match="seeds"):
