@@ -3,7 +3,7 @@
 :func:`run_and_save` runs an experiment, prints its table, and writes NAME.json and NAME.png
 atomically into a folder (:mod:`satjax.report`); the command line's ``satjax reproduce`` calls
 it. The experiments: :mod:`.fig6` (1-D mixture and Table I), :mod:`.fig7` (Swiss roll under the
-rotating force), :mod:`.table1` (Table I with exact and learned dynamics), :mod:`.fig8` (CFM on digits), :mod:`.schedules` (schedule optimisation).
+rotating force), :mod:`.table1` (Table I with exact and learned dynamics), :mod:`.fig8` (CFM on digits), :mod:`.schedules` (schedule optimisation); :mod:`.seeds` holds the statistics over trained models they share.
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ and whether learned η grows with g as paired differences with a t-test.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from satjax import bound as B
 from satjax import path as P
 from satjax import specs
 from satjax.estimators import DensityGrid, Particles
+from satjax.experiments.seeds import budget, mean_se, paired
 from satjax.forces import RotatingForce
 from satjax.geometry.ot_protocol import ot_protocol
 from satjax.mixtures import swiss_roll
@@ -44,33 +44,6 @@ PAPER_ETA = {"g=0": 9.301e-2, "g=3": 3.430e-1, "g=5": 5.615e-1, "ot": 7.221e-6}
 
 
 DYNAMICS = ("exact", "learned", "both")
-
-
-def budget(quick: bool, train_steps=None) -> dict:
-    """The training budget of every learned model (equal across g and seeds)."""
-    b = (dict(steps=300, batch_size=256, lr=2e-3, width=32, depth=2, lr_schedule="cosine")
-         if quick else
-         dict(steps=4000, batch_size=256, lr=1e-3, width=128, depth=3, lr_schedule="cosine"))
-    if train_steps is not None:
-        b["steps"] = int(train_steps)
-    return b
-
-
-def _mean_se(v):
-    v = np.asarray(v, float)
-    with np.errstate(over="ignore", invalid="ignore"):  # D_max can be astronomically large
-        return float(v.mean()), (float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1
-                                 else float("nan"))
-
-
-def _paired(a, b) -> dict:
-    """Mean of b − a ± standard error over paired seeds and the two-sided paired t-test."""
-    from scipy import stats
-
-    d = np.asarray(b, float) - np.asarray(a, float)
-    mean, se = _mean_se(d)
-    p = float(2 * stats.t.sf(abs(mean / se), len(d) - 1)) if len(d) > 1 and se > 0 else None
-    return {"mean_difference": mean, "stderr": se, "p_value": p, "n": len(d)}
 
 
 def _learned_model(label, proto, data, pert, k, cfg_kwargs, grid, n_time, path, folder, quick):
@@ -118,7 +91,7 @@ def learned_summary(models, g_values) -> dict:
         sel = sorted((m for m in models if m["case"] == f"g={g:g}"), key=lambda m: m["seed"])
         row = {"n_seeds": len(sel)}
         for q in ("eta", "c1", "dW1", "W1_end", "W1_to_data", "eq100_D_max", "eq100_L_alpha"):
-            row[q], row[q + "_stderr"] = _mean_se([m[q] for m in sel])
+            row[q], row[q + "_stderr"] = mean_se([m[q] for m in sel])
         for q in ("eta", "c1", "dW1"):  # the largest resolution error of the K grids
             row[q + "_resolution_error"] = max(float(m[q + "_error"] or 0.0) for m in sel)
             unc = row[q + "_resolution_error"] + (row[q + "_stderr"] or 0.0)
@@ -128,7 +101,7 @@ def learned_summary(models, g_values) -> dict:
                                         key=lambda m: m["seed"])] for g in g_values}
     # a step counts when it is significant (paired t-test, p < 0.05) and larger than the two
     # grids' resolution errors together
-    steps = [{"from": f"g={a:g}", "to": f"g={c:g}", **_paired(eta[a], eta[c]),
+    steps = [{"from": f"g={a:g}", "to": f"g={c:g}", **paired(eta[c], eta[a]),
               "resolution_error": summary[f"g={a:g}"]["eta_resolution_error"]
               + summary[f"g={c:g}"]["eta_resolution_error"]}
              for a, c in zip(g_values[:-1], g_values[1:])]

@@ -28,7 +28,6 @@ error and a two-sided paired t-test.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -38,40 +37,13 @@ import numpy as np
 from satjax import bound as B
 from satjax import specs
 from satjax.experiments.fig6 import TABLE_I
+from satjax.experiments.seeds import budget, mean_se, paired
 from satjax.mixtures import gmm
 
 PROTOCOLS = ("cosine", "cond-ot", "ot")
 DYNAMICS = ("exact", "learned", "both")
 # what each protocol's learned model is trained on: (protocol spec, loss)
 TRAINING = {"cosine": ("cosine", "cfm"), "cond-ot": ("cond-ot", "cfm"), "ot": ("cond-ot", "ot-cfm")}
-
-
-def budget(quick: bool, train_steps=None) -> dict:
-    """The training budget every learned model gets (equal across protocols and seeds)."""
-    b = (dict(steps=300, batch_size=256, lr=2e-3, width=32, depth=2, lr_schedule="cosine")
-         if quick else
-         dict(steps=4000, batch_size=256, lr=1e-3, width=128, depth=3, lr_schedule="cosine"))
-    if train_steps is not None:
-        b["steps"] = int(train_steps)
-    return b
-
-
-def _mean_se(v):
-    v = np.asarray(v, float)
-    se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
-    return float(v.mean()), se
-
-
-def _paired(a, b) -> dict:
-    """Mean of a − b ± standard error and the two-sided paired t-test p-value."""
-    from scipy import stats
-
-    d = np.asarray(a, float) - np.asarray(b, float)
-    mean, se = _mean_se(d)
-    if len(d) < 2 or not se > 0:
-        return {"mean_difference": mean, "stderr": se, "p_value": None, "n": len(d)}
-    p = float(2 * stats.t.sf(abs(mean / se), len(d) - 1))
-    return {"mean_difference": mean, "stderr": se, "p_value": p, "n": len(d)}
 
 
 def _train_model(protocol_name, data, tau, cfg_kwargs, seed, folder, progress_say=None):
@@ -158,11 +130,11 @@ def run(*, quick: bool = False, tau: float = 1.0, means=(-2.0, 2.0), std: float 
                 tick()
         for (name, fam), row in rows.items():
             sel = [m for m in models if m["protocol"] == name]
-            row["eta_learned"], row["eta_learned_stderr"] = _mean_se([m["eta"][fam] for m in sel])
-            row["dW1_learned"], row["dW1_learned_stderr"] = _mean_se([m["dW1"][fam] for m in sel])
+            row["eta_learned"], row["eta_learned_stderr"] = mean_se([m["eta"][fam] for m in sel])
+            row["dW1_learned"], row["dW1_learned_stderr"] = mean_se([m["dW1"][fam] for m in sel])
             row["eta_learned_resolution_error"] = max(m["eta_error"][fam] for m in sel)
             row["n_seeds"] = len(sel)
-        w1 = {name: _mean_se([m["W1_to_data"] for m in models if m["protocol"] == name])
+        w1 = {name: mean_se([m["W1_to_data"] for m in models if m["protocol"] == name])
               for name in PROTOCOLS}
     verdict = _verdict(rows, families, models) if learned else None
     return {
@@ -204,7 +176,7 @@ def _verdict(rows, families, models) -> dict:
         pairs = []
         for i, a in enumerate(order):
             for b in order[i + 1:]:
-                pairs.append({"smaller_c2": a, "larger_c2": b, **_paired(eta[a], eta[b])})
+                pairs.append({"smaller_c2": a, "larger_c2": b, **paired(eta[a], eta[b])})
         sig = [p for p in pairs if p["p_value"] is not None and p["p_value"] < 0.05]
         if any(p["mean_difference"] > 0 for p in sig):
             status = "contradicted"
