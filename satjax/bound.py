@@ -41,6 +41,7 @@ from flax import struct
 
 from satjax import path as path_mod
 from satjax import perturb as PT
+from satjax import univariate
 from satjax._util import as_float, gauss_legendre, map_over_nodes, map_over_points
 from satjax.estimate import Estimate, compare, vacuous
 from satjax.estimators import CDF, DensityGrid, Particles, resolve
@@ -286,14 +287,19 @@ def cdf_frame(protocol, data, n_time: int, n_points: int = 16384) -> CDFFrame:
                         point_rate=jnp.zeros_like(Y), slope=S, slope_rate=S_rate,
                         lagrangian=True, n_points=n_points)
 
+    # P_τ's log CDF and log survival function on a fine grid, once: every quantile solve of the
+    # flow map starts from a bracket three cells wide
+    table = univariate.level_table(p_end.components_1d(), n_points)
+
     def eulerian(t):
         marg = protocol.marginal(data, t)
         lo, hi = (jax.lax.stop_gradient(v[0]) for v in marg.support(12.0))
         x = jnp.linspace(lo, hi, n_points)
         # the flow map Q_τ ∘ F_t through survival functions above the median: clipping F at
         # 1 − ε would send the whole upper tail to one point (a ≈1e-10 relative error in W_1)
-        F, Y = map_over_points(lambda xb: (marg.cdf(xb), distances.monotone_map(marg, p_end, xb)),
-                               x, per_point, FRAME_BUDGET_BYTES)
+        F, Y = map_over_points(
+            lambda xb: (marg.cdf(xb), distances.monotone_map(marg, p_end, xb, table)),
+            x, per_point, FRAME_BUDGET_BYTES)
         return (hi - lo) / (n_points - 1), F, Y
 
     (h, F, Y), (_, F_rate, Y_rate) = over_nodes(lambda t: jax.jvp(eulerian, (t,), (one,)))
@@ -741,7 +747,7 @@ def bound_kernel(protocol, data, perturbation, velocity, est, transport, n_time:
                            c2_wD_covariance=pc.c2_wD_covariance)
     if isinstance(transport, (CDF, CDFFrame)):
         frame = transport if isinstance(transport, CDFFrame) else \
-            cdf_frame(protocol, data, n_time, transport.n_points)
+            cdf_frame(protocol, data, n_time, transport.n_points or 16384)
         ts, wts = frame.ts, frame.wts
         (W1n, dW1n, W1_0, W1_tau), (_, dW1c, W1_0c, W1_tauc) = _w1_path_cdf(frame, start)
         v_loss_sq = dW1n**2 / D0.value
@@ -832,10 +838,11 @@ def bound(protocol, data, perturbation, *, velocity=None, estimator="auto", tran
         raise ValueError(f"`path` has {path.ts.shape[0]} time nodes; n_time is {n_time}")
     keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, 3)
     est = resolve(data, protocol, estimator, key=keys[0])
-    transport = resolve_transport(transport, data, velocity, keys[1], particles,
-                                  exact_pairs=velocity is None
-                                  and particles_exact(protocol, data, perts))
     p_end = protocol.reverse_start(data)
+    transport = resolve_transport(
+        transport, data, velocity, keys[1], particles,
+        exact_pairs=velocity is None and particles_exact(protocol, data, perts),
+        **cdf_context(protocol, data, perts))
     finite = []
     for p in perts:  # every eager check before any long computation
         start = p.start(p_end)
@@ -891,15 +898,25 @@ def particles_exact(protocol, data, perturbations) -> bool:
             and bool(protocol.has_exact_rates(data)))
 
 
+def cdf_context(protocol, data, perturbations) -> dict:
+    """What the CDF grid's size depends on besides q (:meth:`CDF.prepare`), as keyword arguments
+    of :func:`resolve_transport`: P_τ, and whether every perturbed start is continuous."""
+    perts = perturbations if isinstance(perturbations, (list, tuple)) else (perturbations,)
+    p_end = protocol.reverse_start(data)
+    return dict(p_end=p_end,
+                continuous=all(p.start(p_end).density_jumps() is None for p in perts))
+
+
 # the density-grid transport refuses to start beyond this estimated peak memory
 GRID_BUDGET_BYTES = 6 << 30
 
 
 def resolve_transport(transport, data, velocity, key, particles: Optional[int] = None, *,
-                      exact_pairs: bool = False):
+                      exact_pairs: bool = False, p_end=None, continuous: bool = True):
     """The transport for ``bound`` (see its ``transport`` argument), checked, with its sizes
-    chosen for ``data``; ``exact_pairs``: the particle route is exact here (one Gaussian, a
-    translated start, a Gaussian path), so "auto" takes it in 2-D."""
+    chosen for ``data`` (and P_τ = ``p_end``, the CDF grid); ``exact_pairs``: the particle route
+    is exact here (one Gaussian, a translated start, a Gaussian path), so "auto" takes it in
+    2-D; ``continuous``: no perturbed start has a density jump (:meth:`CDF.prepare`)."""
     if isinstance(transport, DensityGrid) or transport == "grid":
         t = (transport if isinstance(transport, DensityGrid) else DensityGrid()).prepare(data)
         need = t.peak_bytes()
@@ -914,7 +931,8 @@ def resolve_transport(transport, data, velocity, key, particles: Optional[int] =
     if isinstance(transport, CDF) or transport == "cdf":
         if data.dim != 1 or velocity is not None:
             raise ValueError("the CDF transport needs 1-D data and the exact velocity")
-        t = transport if isinstance(transport, CDF) else CDF()
+        t = (transport if isinstance(transport, CDF) else CDF()).prepare(
+            data, p_end, continuous)
         t.check()
         return t
     if transport == "particles":
@@ -924,7 +942,7 @@ def resolve_transport(transport, data, velocity, key, particles: Optional[int] =
         raise ValueError(f"unknown transport {what}; expected 'auto', 'cdf', 'grid', "
                          "'particles', or a CDF, DensityGrid or Particles object")
     elif data.dim == 1 and velocity is None:
-        return CDF()
+        return resolve_transport("cdf", data, velocity, key, p_end=p_end, continuous=continuous)
     elif data.dim == 2 and particles is None and not exact_pairs:
         return resolve_transport("grid", data, velocity, key)
     n = particles or (4000 if data.dim == 1 else 1000)
@@ -949,11 +967,12 @@ def pearson_along_flow(protocol, data, perturbation: PT.Perturbation, t, *,
     h = (hi - lo) / (n_points - 1)  # not x[1] − x[0], which loses ~n/2 ulps
     w = h * jnp.ones((n_points,), x.dtype).at[jnp.array([0, -1])].set(0.5)
     w = w * jnp.exp(marg.log_prob(x[:, None]))
-    y = distances.monotone_map(marg, p_end, x)[:, None]
+    table = univariate.level_table(p_end.components_1d(), n_points)
+    y = distances.monotone_map(marg, p_end, x, table)[:, None]
     r = jnp.exp(pt_end.log_prob(y) - p_end.log_prob(y))
     return w @ r**2 - 1.0
 
 
-__all__ = ["BoundResult", "CDFFrame", "Eq100", "GridPass", "bound", "bound_kernel", "cdf_frame",
-           "frame_layout", "grid_times", "particles_exact", "pearson_along_flow",
+__all__ = ["BoundResult", "CDFFrame", "Eq100", "GridPass", "bound", "bound_kernel", "cdf_context",
+           "cdf_frame", "frame_layout", "grid_times", "particles_exact", "pearson_along_flow",
            "resolve_transport"]

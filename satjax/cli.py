@@ -450,7 +450,8 @@ def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicat
         est = resolve(d, p, "auto", key=keys[0]).prepare(p, d, ts)
         tr = tr if tr is not None else B.resolve_transport(
             transport, d, fld, keys[1], samples,
-            exact_pairs=fld is None and B.particles_exact(p, d, pert))
+            exact_pairs=fld is None and B.particles_exact(p, d, pert),
+            **B.cdf_context(p, d, pert))
         if isinstance(tr, DensityGrid):  # the value's n/2 check is not differentiated
             tr = tr.replace(check_coarse=False)
 

@@ -24,6 +24,7 @@ the n-D speed-accuracy relation (:mod:`satjax.bound`).
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import jax
@@ -259,11 +260,41 @@ class MonteCarlo(Estimator):
         return out
 
 
+# The CDF transport's grid: work of one time node is grid points x mixture components. Up to
+# CDF_WORK the grid has 16384 points; data with more components get fewer, never fewer than
+# CDF_RESOLUTION points per standard deviation of the narrowest component.
+CDF_WORK = 16384 * 64
+CDF_RESOLUTION = 16
+
+
 class CDF(Node):
     """The exact 1-D transport of the perturbed path by CDFs (:mod:`satjax.bound`): W_1(P_t, P̃_t)
-    = ∫|F_t − F̃_τ ∘ Q_τ ∘ F_t| dx by the trapezoid rule on ``n_points``; exact velocity only."""
+    = ∫|F_t − F̃_τ ∘ Q_τ ∘ F_t| dx by the trapezoid rule on ``n_points``; exact velocity only.
+    ``n_points`` = 0: chosen by :meth:`prepare`."""
 
-    n_points: int = struct.field(pytree_node=False, default=16384)
+    n_points: int = struct.field(pytree_node=False, default=0)
+
+    def prepare(self, data, end=None, continuous: bool = True) -> "CDF":
+        """``n_points`` for ``data`` (q) and ``end`` (P_τ; None: q alone) when it is 0: 16384, or for more than
+        64 components the power of two nearest CDF_WORK / K from below, at least 2048 and at
+        least CDF_RESOLUTION points per narrowest standard deviation over the widest ±12 sd
+        support of q and P_τ (the trapezoid rule is spectrally accurate on smooth integrands:
+        on kernel data of width 0.1, 2048 and 16384 points agree to 4e-15 relative in η). A
+        start whose density jumps (``continuous`` False) keeps 16384: the rule is then first
+        order (docs/theory.md §5)."""
+        if self.n_points:
+            return self
+        mixtures = (data,) if end is None else (data, end)
+        k = max(int(m.means.shape[0]) for m in mixtures)
+        if not continuous or k <= CDF_WORK // 16384:
+            return self.replace(n_points=16384)
+        widths = [float(hi[0] - lo[0]) for lo, hi in (m.support(12.0) for m in mixtures)]
+        sd = min(float(jnp.min(m.component_sd())) for m in mixtures)
+        need = CDF_RESOLUTION * max(widths) / sd
+        n = max(2048, 1 << int(math.floor(math.log2(CDF_WORK / k))))
+        while n < need and n < 16384:
+            n *= 2
+        return self.replace(n_points=n)
 
     @property
     def method(self) -> str:

@@ -94,7 +94,8 @@ def make_objective(data, objective: str, template: S.Schedule, *, key=None, n_ti
         return value
     if perturbation is None:
         raise ValueError(f"objective {objective!r} needs a reverse-start `perturbation`")
-    tr = B.resolve_transport(transport, data, None, keys[1])
+    tr = B.resolve_transport(transport, data, None, keys[1],
+                             **B.cdf_context(template, data, perturbation))
     # the 2-D density grid: c_1 is descended at the upper end of its bracket, c_1 plus its
     # resolution error (change on the n/2 grid and on every other saved time), so that a
     # schedule gains nothing by moving its fast part where the estimator does not resolve it

@@ -124,6 +124,37 @@ def quantile_at(comp, log_u, log_v, z):
     return root(_quantile_residual, (comp, log_u, log_v), lo, hi, scale)
 
 
+def level_table(comp, n: int = 4096):
+    """(x, log F(x), log S(x)) on n points spanning min μ_k − 12 s_k … max μ_k + 12 s_k: brackets
+    one table cell wide for :func:`quantile_from_logs` (not differentiated)."""
+    comp = jax.lax.stop_gradient(comp)
+    _, mu, sd = comp
+    x = jnp.linspace(jnp.min(mu - 12.0 * sd), jnp.max(mu + 12.0 * sd), n)
+    return x, jax.vmap(lambda v: log_cdf(comp, v))(x), jax.vmap(lambda v: log_sf(comp, v))(x)
+
+
+def quantile_from_logs(comp, log_u, log_v, table=None):
+    """The quantile at the level u with log u = ``log_u`` and log(1 − u) = ``log_v`` (one point;
+    both given so that either tail keeps its digits). ``table`` (:func:`level_table` of
+    ``comp``) narrows the level bracket to at most three table cells, so Newton converges in a
+    few steps instead of bisecting a wide support of many narrow components."""
+    below = log_u < log_v
+    log_level = jnp.minimum(jnp.where(below, log_u, log_v), 0.0)
+    z = ndtri(jnp.exp(jax.lax.stop_gradient(log_level)))
+    lo, hi = level_bracket(comp, jnp.where(below, z, -z))
+    if table is not None:
+        x, lF, lS = table
+        n = x.shape[0]
+        sg = jax.lax.stop_gradient
+        # the residual is increasing in x: x[j − 1] < root <= x[j]; one more cell each side
+        # absorbs rounding between the table's sums and the solver's
+        j = jnp.where(below, jnp.searchsorted(lF, sg(log_u)), jnp.searchsorted(-lS, -sg(log_v)))
+        lo = jnp.where(j >= 2, jnp.maximum(lo, x[jnp.clip(j - 2, 0, n - 1)]), lo)
+        hi = jnp.where(j <= n - 2, jnp.minimum(hi, x[jnp.clip(j + 1, 0, n - 1)]), hi)
+    scale = jax.lax.stop_gradient(jnp.min(comp[2]))
+    return root(_quantile_residual, (comp, log_u, log_v), lo, hi, scale)
+
+
 @jax.jit
 def quantile(comp, u):
     """F⁻¹(u) for levels u of any shape; NaN outside (0, 1). Differentiable in u and comp."""

@@ -61,17 +61,19 @@ def _components(mix):
     return mix.components_1d()
 
 
-def monotone_map(p_from, p_to, x):
+def monotone_map(p_from, p_to, x, table=None):
     """The 1-D optimal transport map Q_to(F_from(x)) (monotone rearrangement), accurate in both
-    tails: below the median through the CDF, above it through the survival function and the
-    quantile of the reflected mixture (x ↦ −x). ``p_from`` is any 1-D distribution with a CDF
-    and survival function, ``p_to`` a 1-D mixture."""
-    F = p_from.cdf(x)
-    S = p_from.sf(x)
-    reflected = p_to.replace(means=-p_to.means)
-    lower = p_to.quantile(jnp.clip(F, 1e-300, 0.5))
-    upper = -reflected.quantile(jnp.clip(S, 1e-300, 0.5))
-    return jnp.where(F <= 0.5, lower, upper)
+    tails: one root of the quantile residual in log F below the median and in log S = log(1 − F)
+    above it (:func:`satjax.univariate.quantile_from_logs`). ``p_from`` is any 1-D distribution
+    with a CDF and survival function, ``p_to`` a 1-D mixture; ``table``
+    (:func:`satjax.univariate.level_table` of ``p_to``'s components) speeds up many points."""
+    x = jnp.asarray(x)
+    log_u = jnp.log(jnp.clip(p_from.cdf(x), 1e-300, 1.0))
+    log_v = jnp.log(jnp.clip(p_from.sf(x), 1e-300, 1.0))
+    comp = p_to.components_1d()
+    y = jax.vmap(lambda a, b: U.quantile_from_logs(comp, a, b, table))(log_u.ravel(),
+                                                                       log_v.ravel())
+    return y.reshape(x.shape)
 
 
 def _coupled_residual(x, args):
