@@ -24,7 +24,7 @@ import numpy as np
 
 from satjax.estimate import Estimate
 
-__all__ = ["SOLVERS", "sampler_eta"]
+__all__ = ["SOLVERS", "sampler_c2", "sampler_eta"]
 
 SOLVERS = ("euler", "heun", "rk4")
 
@@ -93,3 +93,44 @@ def sampler_eta(protocol, data, perturbation, *, solver: str, n_steps: int,
                                error=jnp.asarray(err), method=method),
             "eta_exact": s["eta"], "dW1_exact": s["dW1"], "W1_start": s["W1_start"],
             "D0": d0, "solver": solver, "n_steps": int(n_steps)}
+
+
+def sampler_c2(protocol, data, *, solver: str, n_steps: int, n_levels: int = 8192,
+               velocity=None) -> Estimate:
+    """c_2 = ∫₀^τ E‖ν̂_t‖² dt of the flow the N-step ``solver`` generates from P_τ (Eq. G20; in 1-D
+    every velocity field is a gradient, so c_2 is the kinetic cost of the trajectories).
+
+    P_τ's midpoint quantile levels (M = ``n_levels``) are carried from τ to 0 and measured by
+    :func:`satjax.measure.measure_flow` (E‖ν̂‖² at every step, trapezoid in t). Deterministic;
+    ``error`` is the larger change at M/2 levels and at N/2 steps. ``velocity``: the field (a
+    trained model); default the protocol's exact velocity, whose c_2 is the path's own.
+    """
+    from satjax.measure import measure_flow
+    from satjax.reverse import exact_velocity
+
+    if data.dim != 1:
+        raise ValueError(f"sampler_c2 carries quantile levels: 1-D data only; got dimension "
+                         f"{data.dim}")
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown `solver` {solver!r}; expected one of {', '.join(SOLVERS)}")
+    for name, v, lo in (("n_steps", n_steps, 2), ("n_levels", n_levels, 64)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"`{name}` must be an int >= {lo}; got {v!r}")
+    learned = velocity is not None
+    velocity = exact_velocity(protocol, data) if velocity is None else velocity
+    p_end = protocol.reverse_start(data)
+    tau = float(protocol.tau)
+
+    def cost(m, n):
+        x0 = p_end.quantile((jnp.arange(m) + 0.5) / m)[:, None]
+        return measure_flow(velocity, x0, t_start=tau, t_end=0.0, n_steps=n,
+                            method=solver)["cost"]
+
+    m, n = int(n_levels), int(n_steps)
+    value = cost(m, n)
+    err = max(abs(value - cost(m // 2, n)), abs(value - cost(m, n // 2)))
+    method = (f"{solver}, {n} equal steps, {'given' if learned else 'exact'} velocity, "
+              f"{m} quantile levels of P_tau; trapezoid in t (error: change at {m // 2} levels "
+              f"or {n // 2} steps)")
+    return Estimate(value=jnp.asarray(value), stderr=jnp.asarray(0.0), error=jnp.asarray(err),
+                    method=method)

@@ -37,6 +37,14 @@ def test_table1_quick_exact_sampler_learned_and_resume(tmp_path):
     again = table1.run(quick=True, dynamics="learned", folder=tmp_path)
     assert all(m["resumed"] for m in again["models"])
     assert [m["eta"] for m in again["models"]] == [m["eta"] for m in res["models"]]
+    assert [m["c2"] for m in again["models"]] == [m["c2"] for m in res["models"]]
+    # each learned flow's c_2 (its own kinetic cost) with its mean over seeds; the exact path's
+    # c_2 beside it is the quadrature value of the rows
+    for name, v in res["c2_learned"].items():
+        c2s = [m["c2"] for m in res["models"] if m["protocol"] == name]
+        assert v["mean"] == pytest.approx(np.mean(c2s), rel=1e-12)
+        assert v["stderr"] == pytest.approx(np.std(c2s, ddof=1) / np.sqrt(len(c2s)), rel=1e-9)
+        assert v["exact"] == rows[(name, res["settings"]["families"][0])]["c2_exact"]
 
 
 def test_dynamics_option_is_checked():

@@ -53,7 +53,10 @@ def _tables(name, res, console):
                     "(standard error 0); learned: mean ± s.e. over seeds")
         if learned:
             for k, v in res["W1_to_data"].items():
-                console.say(f"W1 to data, {k}: {_pm(v['mean'], v['stderr'])}")
+                c2 = res["c2_learned"][k]
+                console.say(f"{k}: W1 to data {_pm(v['mean'], v['stderr'])}; c2 of the learned "
+                            f"flow {_pm(c2['mean'], c2['stderr'])} (resolution "
+                            f"{c2['resolution_error']:.1g}; exact path {c2['exact']:.5g})")
             for fam, v in res["verdict"].items():
                 console.say(f"smaller c2 -> smaller learned eta, {fam}: {v['status']} "
                             f"(c2 order {' < '.join(v['order_by_c2'])})")
