@@ -907,8 +907,8 @@ def cdf_context(protocol, data, perturbations) -> dict:
                 continuous=all(p.start(p_end).density_jumps() is None for p in perts))
 
 
-# the density-grid transport refuses to start beyond this estimated peak memory
-GRID_BUDGET_BYTES = 6 << 30
+# the density-grid and particle transports refuse to start beyond this estimated peak memory
+BUDGET_BYTES = 6 << 30
 
 
 def resolve_transport(transport, data, velocity, key, particles: Optional[int] = None, *,
@@ -920,13 +920,18 @@ def resolve_transport(transport, data, velocity, key, particles: Optional[int] =
     if isinstance(transport, DensityGrid) or transport == "grid":
         t = (transport if isinstance(transport, DensityGrid) else DensityGrid()).prepare(data)
         need = t.peak_bytes()
-        if need > GRID_BUDGET_BYTES:
+        if need > BUDGET_BYTES:
             raise ValueError(f"the density grid n = {t.n} needs about {need / 2**30:.1f} GB "
-                             f"(limit {GRID_BUDGET_BYTES / 2**30:.0f} GB): choose a smaller n")
+                             f"(limit {BUDGET_BYTES / 2**30:.0f} GB): choose a smaller n")
         return t
     if isinstance(transport, Particles):
         t = transport if transport.key is not None else transport.replace(key=key)
         t.check()
+        need = t.peak_bytes(data.dim)
+        if need > BUDGET_BYTES:
+            raise ValueError(f"{t.n} particles with {t.n_save} saved times need about "
+                             f"{need / 2**30:.1f} GB (limit {BUDGET_BYTES / 2**30:.0f} GB): use "
+                             "fewer particles or saved times")
         return t
     if isinstance(transport, CDF) or transport == "cdf":
         if data.dim != 1 or velocity is not None:
@@ -946,9 +951,7 @@ def resolve_transport(transport, data, velocity, key, particles: Optional[int] =
     elif data.dim == 2 and particles is None and not exact_pairs:
         return resolve_transport("grid", data, velocity, key)
     n = particles or (4000 if data.dim == 1 else 1000)
-    t = Particles(n=n, key=key)
-    t.check()
-    return t
+    return resolve_transport(Particles(n=n, key=key), data, velocity, key)
 
 
 def pearson_along_flow(protocol, data, perturbation: PT.Perturbation, t, *,

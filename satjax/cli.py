@@ -172,6 +172,15 @@ def check_dims(data: specs.Spec, protocol: Optional[specs.Spec] = None,
                              f"has dimension {d}")
 
 
+def check_memory(need: float, what: str, change: str) -> None:
+    """Exit 2 before any work when an estimated peak of ``need`` bytes exceeds 3/4 of this
+    machine's physical memory, naming the size and ``change`` (what to make smaller)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > 0.75 * total:
+        raise InputError(f"{what} needs about {need / 2**30:.1f} GiB, more than 3/4 of this "
+                         f"machine's {total / 2**30:.0f} GiB: {change}")
+
+
 def check_range(name: str, value, lo, hi):
     if not (lo <= value <= hi):
         raise InputError(f"{name} must lie in [{lo}, {hi}]; got {value}")
@@ -529,6 +538,14 @@ def train(data: DataSpec, protocol: ProtocolSpec,
                          f"{checkpoint_minutes}")
     if p_spec.name == "ot":
         raise InputError("--protocol ot is a deterministic transport: train with a schedule or force")
+    from satjax.learn.train import TrainConfig
+
+    config = TrainConfig(loss=loss, steps=steps, batch_size=batch_size, lr=lr, width=width,
+                         depth=depth, lr_schedule="cosine", checkpoint_every=max(steps // 20, 1),
+                         checkpoint_seconds=60.0 * checkpoint_minutes or None,
+                         dtype="float64" if x64 else "float32").validate()
+    check_memory(config.peak_bytes(specs.data_dim(d_spec) or 1), "training",
+                 "choose a smaller --width, --depth or --batch-size")
     folder = prepare_folder(out, inputs=specs.input_files(d_spec))
     run = start(tau, x64, seed, json_out, quiet, no_cache, inputs=specs.input_files(d_spec),
                 folders={"--out": out})
@@ -536,10 +553,6 @@ def train(data: DataSpec, protocol: ProtocolSpec,
 
     d = specs.build_data(d_spec)
     p = specs.build_protocol(p_spec, tau=tau)
-    config = learn.TrainConfig(loss=loss, steps=steps, batch_size=batch_size, lr=lr, width=width,
-                               depth=depth, lr_schedule="cosine",
-                               checkpoint_every=max(steps // 20, 1),
-                               checkpoint_seconds=60.0 * checkpoint_minutes or None).validate()
     existed = folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     bar = run.console.progress(steps, f"train {loss}")
@@ -645,10 +658,9 @@ def sample(model: Annotated[str, typer.Option("--model", help="Model folder writ
     check_range("--n", n, 1, 10_000_000)
     check_range("--n-steps", n_steps, 1, 100_000)
     dim = specs.data_dim(d_spec) or 1
-    need = n * dim * 8 * 8  # the batch, its stages and the engine tiles
-    if need > 4 * 2**30:
-        raise InputError(f"--n {n} needs about {need / 2**30:.1f} GiB; generate in chunks of "
-                         f"{max(1, (4 * 2**30) // (dim * 64))} and concatenate")
+    # the batch, its solver stages and the engine tiles: 8 float64 arrays of n × d
+    check_memory(n * dim * 8 * 8, f"--n {n}", "generate fewer samples per call (another "
+                 "--seed each) and concatenate")
     run = start(float(meta["tau"]), x64, seed, json_out, quiet, no_cache, {"--out": out},
                 [model] + specs.input_files(d_spec))
     import numpy as np

@@ -328,6 +328,12 @@ class Particles(Node):
     def method(self) -> str:
         return f"particles (n={self.n}, {self.solver} × {self.n_steps}, W1 by {self.backend})"
 
+    def peak_bytes(self, dim: int) -> int:
+        """Estimated peak memory: both particle sets at every saved time with their velocities
+        and solver stages (8 float64 arrays of n × d per saved time), and one exact assignment
+        (the n × n cost matrix, plan and work arrays: 3 of n² float64)."""
+        return 8 * (8 * self.n * dim * (self.n_save + 1) + 3 * self.n**2)
+
     def check(self) -> None:
         if self.key is None:
             raise ValueError("the particle transport needs a PRNG `key`")

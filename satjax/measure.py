@@ -22,6 +22,7 @@ s = 0 noise, u = dx/ds, τ = 1: t = 1 − s, v = −u); ``"edm"`` (σ-parametris
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,27 @@ def measure_trajectories(t, x, v, *, convention: str = "paper") -> dict:
             "convention": convention}
 
 
+def _declared_bytes(path) -> int:
+    """Bytes of the arrays of an .npz archive as float64, from their headers (nothing loaded;
+    a compressed archive can expand far beyond its size on disk). 0 when unreadable: the
+    loader then names the problem."""
+    import zipfile
+
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                with zf.open(name) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                        else np.lib.format.read_array_header_2_0
+                    shape, _, _ = read(f)
+                    total += 8 * math.prod(shape)
+    except Exception:  # corrupt archives raise several kinds
+        return 0
+    return total
+
+
 def read_trajectories(path) -> tuple:
     """(t, x, v, convention) from a ``.npz`` file, validated before any work.
 
@@ -135,6 +157,12 @@ def read_trajectories(path) -> tuple:
     if not magic.startswith(b"PK"):
         raise TrajectoryError(f"{str(p)!r} is not an .npz archive (numpy.savez of t, x, v and "
                               "convention)")
+    need = 4 * _declared_bytes(p)  # the arrays as float64, their squares and differences
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > 0.75 * total:
+        raise TrajectoryError(f"{str(p)!r} holds arrays that need about {need / 2**30:.1f} GiB to "
+                              f"measure, more than 3/4 of this machine's {total / 2**30:.0f} GiB: "
+                              "save fewer trajectories or times")
     try:
         with np.load(p, allow_pickle=False) as z:
             keys = set(z.files)

@@ -129,6 +129,11 @@ SPEC_CASES = [
     (["train", "--data", GMM, "--protocol", "cosine", "--lr", "0"], ["--lr"]),
     (["train", "--data", GMM, "--protocol", "cosine", "--loss", "gan"], ["--loss"]),
     (["train", "--data", GMM, "--protocol", "ot"], ["deterministic"]),
+    (["bound", "--data", "gauss:mean=0;0;0", "--protocol", "cosine", "--perturb", "shift:0.1",
+      "--samples", "20000", "--ode-steps", "99999"], ["GB", "particles", "saved times"]),
+    # estimated peak memory above any machine's (over 1 TiB): refused before the model folder
+    (["train", "--data", GMM, "--protocol", "cosine", "--width", "8192", "--depth", "64",
+      "--batch-size", "65536"], ["GiB", "--width", "--batch-size"]),
 ]
 
 
@@ -311,6 +316,22 @@ def test_measure_overflow_is_a_numerical_failure(tmp_path, case):
     assert res.exit_code == 4, res.output
     assert "overflow" in res.output and "Warning" not in res.output
     assert not (tmp_path / "m.json").exists()
+
+
+def test_measure_refuses_arrays_larger_than_memory_before_loading(tmp_path):
+    """An archive whose headers declare x and v of 10⁶ × 10⁵ × 10 floats (8 TB each; the file
+    holds only the headers, as a compressed archive of zeros nearly would): exit 2 naming the
+    size, decided from the headers, nothing loaded."""
+    import zipfile
+
+    f = tmp_path / "huge.npz"
+    with zipfile.ZipFile(f, "w") as zf:
+        for name, shape in (("t", (10**6,)), ("x", (10**6, 10**5, 10)), ("v", (10**6, 10**5, 10))):
+            with zf.open(f"{name}.npy", "w") as m:
+                np.lib.format.write_array_header_1_0(
+                    m, {"descr": "<f8", "fortran_order": False, "shape": shape})
+        np.lib.format.write_array(zf.open("convention.npy", "w"), np.array("paper"))
+    expect_error(["measure", "--trajectories", str(f)], "GiB", "fewer trajectories")
 
 
 def _satjax(args, env=None, stdout=subprocess.PIPE):

@@ -174,6 +174,18 @@ class TrainConfig:
     activation: str = "silu"
     n_freq: int = 16
 
+    def peak_bytes(self, dim: int) -> int:
+        """Estimated peak memory of training a model of dimension ``dim``: parameters with their
+        gradients, Adam moments and a checkpoint copy (5 copies), the activations of a batch
+        forward and backward (about 8 arrays of batch × width per layer, and the held-out
+        batch's), and for OT-CFM the batch × batch cost matrix of each minibatch plan (3 copies)."""
+        emb = 1 + 2 * self.n_freq
+        params = self.depth * (self.width**2 + self.width * (emb + 1)) \
+            + (dim + emb) * self.width + (self.width + 1) * dim
+        acts = 8 * (self.batch_size + self.eval_size) * self.width * (self.depth + 1)
+        plan = 3 * self.batch_size**2 if self.loss == "ot-cfm" else 0
+        return (5 * params + acts + plan) * (8 if self.dtype == "float64" else 4)
+
     def validate(self, tau: Optional[float] = None) -> "TrainConfig":
         """Check every field (and ``t_min`` < τ/2 when ``tau`` is given); returns ``self``.
 
