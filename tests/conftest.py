@@ -34,7 +34,10 @@ def _free_compiled_programs():
     holds memory mappings (measured: ~19 per compiled shape of one jitted function, freed by
     jax.clear_caches()); a worker that runs half the suite approaches the kernel's limit of
     65530 mappings per process (vm.max_map_count), and a worker died with SIGSEGV inside XLA's
-    compilation late in two full runs, twice in the same test, never alone."""
+    compilation late in two full runs, twice in the same test, never alone. Reproduced: with a
+    process's mappings filled to 64,000 (anonymous mmaps), the next jit compilations fail with
+    "LLVM compilation error: Cannot allocate memory" and SIGSEGV in the same frame
+    (jax/_src/compiler.py backend_compile_and_load, jax 0.10.2)."""
     yield
     jax.clear_caches()
 
