@@ -275,13 +275,13 @@ class CDF(Node):
     n_points: int = struct.field(pytree_node=False, default=0)
 
     def prepare(self, data, end=None, continuous: bool = True) -> "CDF":
-        """``n_points`` for ``data`` (q) and ``end`` (P_τ; None: q alone) when it is 0: 16384, or for more than
-        64 components the power of two nearest CDF_WORK / K from below, at least 2048 and at
-        least CDF_RESOLUTION points per narrowest standard deviation over the widest ±12 sd
-        support of q and P_τ (the trapezoid rule is spectrally accurate on smooth integrands:
-        on kernel data of width 0.1, 2048 and 16384 points agree to 4e-15 relative in η). A
-        start whose density jumps (``continuous`` False) keeps 16384: the rule is then first
-        order (docs/theory.md §5)."""
+        """``n_points`` for ``data`` (q) and ``end`` (P_τ; None: q alone) when it is 0: 16384,
+        or for more than 64 components the power of two nearest CDF_WORK / K from below, at
+        least 2048 and at least CDF_RESOLUTION points per narrowest standard deviation over the
+        widest ±12 sd support of q and P_τ (the trapezoid rule is spectrally accurate on smooth
+        integrands: on kernel data of width 0.1, 2048 and 16384 points agree to 4e-15 relative
+        in η). A start whose density jumps (``continuous`` False) keeps 16384: the rule is then
+        first order there (docs/theory.md §6)."""
         if self.n_points:
             return self
         mixtures = (data,) if end is None else (data, end)
