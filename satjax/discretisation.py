@@ -29,6 +29,17 @@ __all__ = ["SOLVERS", "sampler_c2", "sampler_eta"]
 SOLVERS = ("euler", "heun", "rk4")
 
 
+def _check(what, data, solver, n_steps, min_steps, n_levels):
+    """The arguments both samplers share: 1-D data, a known solver, int sizes."""
+    if data.dim != 1:
+        raise ValueError(f"{what}: 1-D data only; got dimension {data.dim}")
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown `solver` {solver!r}; expected one of {', '.join(SOLVERS)}")
+    for name, v, lo in (("n_steps", n_steps, min_steps), ("n_levels", n_levels, 64)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"`{name}` must be an int >= {lo}; got {v!r}")
+
+
 def sampler_eta(protocol, data, perturbation, *, solver: str, n_steps: int,
                 n_levels: int = 8192, exact=None, velocity=None) -> dict:
     """η(N), ΔW_1(N) and W_1(q, p_N) of the N-step ``solver`` (module docstring), 1-D data.
@@ -56,14 +67,7 @@ def sampler_eta(protocol, data, perturbation, *, solver: str, n_steps: int,
     """
     from satjax import bound as B
 
-    if data.dim != 1:
-        raise ValueError(f"sampler_eta computes W1 from quantiles: 1-D data only; got "
-                         f"dimension {data.dim}")
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown `solver` {solver!r}; expected one of {', '.join(SOLVERS)}")
-    for name, v, lo in (("n_steps", n_steps, 1), ("n_levels", n_levels, 64)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"`{name}` must be an int >= {lo}; got {v!r}")
+    _check("sampler_eta computes W1 from quantiles", data, solver, n_steps, 1, n_levels)
     if n_levels % 2:
         raise ValueError(f"`n_levels` must be even; got {n_levels}")
     r = B.bound(protocol, data, perturbation) if exact is None else exact
@@ -108,14 +112,7 @@ def sampler_c2(protocol, data, *, solver: str, n_steps: int, n_levels: int = 819
     from satjax.measure import measure_flow
     from satjax.reverse import exact_velocity
 
-    if data.dim != 1:
-        raise ValueError(f"sampler_c2 carries quantile levels: 1-D data only; got dimension "
-                         f"{data.dim}")
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown `solver` {solver!r}; expected one of {', '.join(SOLVERS)}")
-    for name, v, lo in (("n_steps", n_steps, 2), ("n_levels", n_levels, 64)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"`{name}` must be an int >= {lo}; got {v!r}")
+    _check("sampler_c2 carries quantile levels", data, solver, n_steps, 2, n_levels)
     learned = velocity is not None
     velocity = exact_velocity(protocol, data) if velocity is None else velocity
     p_end = protocol.reverse_start(data)
