@@ -25,6 +25,7 @@ _NAMES = {
     "LinearForce": "forces", "RotatingForce": "forces", "GeneralLinearForce": "forces",
     "Estimate": "estimate", "Exact": "estimators", "Quadrature": "estimators",
     "Grid": "estimators", "MonteCarlo": "estimators", "Particles": "estimators",
+    "Atoms": "estimators", "DensityGrid": "estimators",
     "resolve": "estimators", "fields": "forward", "marginal": "forward",
     "sample_marginal": "forward", "velocity": "forward", "score": "forward",
     "log_density": "forward", "forward_sde": "forward", "path_cost": "path",

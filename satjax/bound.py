@@ -9,11 +9,18 @@ the starts (Eq. 78),
     v_loss(t)² ≤ E‖ν_t‖² (80),  c_1 ≤ w_D (81),  c_1 ≤ c_2 = w_D for conservative forces (82),
     Eq. 100 for a learned ν̂: |ΔW_1|/sqrt(τ D_max) ≤ sqrt(w_D) + sqrt(1 + 1/D_max) sqrt(τ L_α).
 
-Two transports of the perturbed path (chosen by ``transport``):
+Four transports of the perturbed path (chosen by ``transport``):
 
 * ``"cdf"`` — 1-D, exact velocity: the flow map from τ to t is the monotone rearrangement
   Q_τ ∘ F_t, so F̃_t = F̃_τ ∘ Q_τ ∘ F_t and W_1(P_t, P̃_t) = ∫|F_t − F̃_t| dx — no ODE, no
   sampling; ∂_t W_1 by forward-mode autodiff at Gauss–Legendre nodes. Exact to quadrature.
+* :class:`~satjax.estimators.DensityGrid` — 2-D: the cells of a grid carried 0 → τ with their
+  log-volume increments hold the exact masses of q and of the generated p; W_1 between the two
+  weightings of the moving cells is an exact linear program (docs/theory.md §6.4).
+  Deterministic; error: the change on the n/2 grid.
+* :class:`~satjax.estimators.Atoms` — any dimension ≥ 2: the same with importance-weighted
+  quasi-Monte-Carlo atoms drawn from (q + p)/2 in place of cells (docs/theory.md §6.5); mean
+  and standard error over independent batches, error from the change at n/2 atoms.
 * :class:`~satjax.estimators.Particles` — any dimension, exact or learned velocity: particle
   sets of P_τ and P̃_τ (common random numbers where P̃_τ is a map of P_τ; in 1-D the midpoint
   quantile grid, deterministic) are carried back by the probability-flow ODE; W_1 between them
@@ -44,10 +51,11 @@ from satjax import perturb as PT
 from satjax import univariate
 from satjax._util import as_float, gauss_legendre, map_over_nodes, map_over_points
 from satjax.estimate import Estimate, compare, vacuous
-from satjax.estimators import CDF, DensityGrid, Particles, resolve
+from satjax.estimators import CDF, Atoms, DensityGrid, Particles, resolve
 from satjax.forward import check
 from satjax.geometry import distances
 from satjax.likelihood import flow_with_log_density
+from satjax.mixtures import GaussianMixture
 from satjax.pytree import Node
 from satjax.reverse import Field, as_field, exact_velocity, solve_ode
 
@@ -581,37 +589,33 @@ def _moving_cell_masses(protocol, data, fld, x, ell, t, log_area):
     return log_a, jnp.exp(log_a) * (dlp + jnp.sum(score * v, -1) + div), v
 
 
-def _grid_pass(protocol, data, start, p_end, transport: DensityGrid, n: int,
-               ode_check: bool = True, velocity=None) -> GridPass:
-    """q and p = P̃_0 as masses of the n × n cells, carried 0 → τ (docs/theory.md §6.4); the
-    ODE check (one more linear program) only with ``ode_check`` (else ``ode_w1`` = 0).
-
-    With a learned ``velocity`` ν̂ the cells move with ν̂, which carries P̃ (p is fixed along
-    it), while P_t's mass of a cell is its exact density times the cell's area,
-    P_t(X̂_t) |det ∂X̂_t/∂x| h² (quadrature on the moving grid), whose rate is
-    [∂_t ln P_t + ∇ln P_t·ν̂ + ∇·ν̂](X̂_t) times that mass."""
-    from satjax.geometry import atoms
-
-    lo, hi = transport.box()
-    h = (hi - lo) / n
-    cx = [lo[i] + h[i] * (np.arange(n) + 0.5) for i in range(2)]
-    X, Y = np.meshgrid(*cx, indexing="ij")
-    dtype = jnp.result_type(float)
-    pts = jnp.asarray(np.stack([X.ravel(), Y.ravel()], -1), dtype)
-    area = float(h[0] * h[1])
-    exact = exact_velocity(protocol, data)
-    fld = exact if velocity is None else velocity
-    ts = grid_times(protocol.tau, transport.n_save)
-    xs, ells = [pts], [jnp.zeros((pts.shape[0],), dtype)]
-    for k in range(transport.n_save):  # legs of equal step counts: finer steps near the data
-        fl = flow_with_log_density(fld, xs[-1], t_start=ts[k], t_end=ts[k + 1],
-                                   method=transport.solver,
-                                   n_steps=transport.n_steps // transport.n_save, n_save=1)
+def _flow_atoms(fld, pts, ts, n_steps: int, solver: str):
+    """Positions and log-volume increments of ``pts`` carried from ts[0] = 0 to every saved
+    time by ``fld`` (legs of equal step counts: finer steps near the data)."""
+    xs, ells = [pts], [jnp.zeros((pts.shape[0],), pts.dtype)]
+    n_save = ts.shape[0] - 1
+    for k in range(n_save):
+        fl = flow_with_log_density(fld, xs[-1], t_start=ts[k], t_end=ts[k + 1], method=solver,
+                                   n_steps=n_steps // n_save, n_save=1)
         xs.append(fl.xs[-1])
         ells.append(ells[-1] + fl.ells[-1][:, 0])
-    x_tau, ell = xs[-1], ells[-1]
-    q = area * jnp.exp(data.log_prob(pts))
-    log_p = math.log(area) + start.log_prob(x_tau) + ell
+    return xs, ells
+
+
+def _weighted_pass(protocol, data, start, p_end, xs, ells, ts, log_w, ode_check: bool,
+                   velocity=None) -> GridPass:
+    """W_1(P_t, P̃_t) and its rate at the saved times ``ts`` between two weightings of the same
+    moving atoms ``xs`` (one array per saved time, log-volume increments ``ells``), each atom
+    of quadrature weight exp(``log_w``) at t = 0: q's mass q(x)·w, p's P̃_τ(X_τ) e^ℓ·w, fixed
+    along the flow; with a learned ``velocity`` the atoms move with it and P_t's mass is its
+    exact density on the moving atom, P_t(X̂_t) e^{ℓ_t} w, whose rate is
+    [∂_t ln P_t + ∇ln P_t·ν̂ + ∇·ν̂](X̂_t) times that mass (docs/theory.md §6.4)."""
+    from satjax.geometry import atoms
+
+    exact = exact_velocity(protocol, data)
+    pts, x_tau, ell = xs[0], xs[-1], ells[-1]
+    q = jnp.exp(log_w + data.log_prob(pts))
+    log_p = log_w + start.log_prob(x_tau) + ell
     p = jnp.exp(log_p)
     W1, rate, ok, masses, D = [], [], [], [], []
     for k in range(ts.shape[0]):
@@ -619,8 +623,8 @@ def _grid_pass(protocol, data, start, p_end, transport: DensityGrid, n: int,
             w, r, c = atoms.w1_same_atoms(xs[k], q, p, exact.batch(xs[k], ts[k]))
             masses.append(jnp.sum(q))
         else:
-            log_a, a_rate, v = _moving_cell_masses(protocol, data, fld, xs[k], ells[k], ts[k],
-                                                   math.log(area))
+            log_a, a_rate, v = _moving_cell_masses(protocol, data, velocity, xs[k], ells[k],
+                                                   ts[k], log_w)
             a = jnp.exp(log_a)
             w, r, c = atoms.w1_same_atoms(xs[k], a, p, v, a_rate=a_rate)
             masses.append(jnp.sum(a))
@@ -632,17 +636,37 @@ def _grid_pass(protocol, data, start, p_end, transport: DensityGrid, n: int,
         W1.append(w)
         rate.append(r)
         ok.append(c)
-    ode_w1 = jnp.zeros((), dtype)
+    ode_w1 = jnp.zeros((), pts.dtype)
     if ode_check and velocity is None:  # the same flow applied to P_τ must give q
-        q_flowed = area * jnp.exp(p_end.log_prob(x_tau) + ell)
+        q_flowed = jnp.exp(log_w + p_end.log_prob(x_tau) + ell)
         ode_w1, _, c = atoms.w1_same_atoms(pts, q, q_flowed)
         ok.append(c)
     spans = jnp.stack([jnp.max(x, 0) - jnp.min(x, 0) for x in xs])
     return GridPass(ts=ts, W1=jnp.stack(W1), rate=jnp.stack(rate), ode_w1=ode_w1,
                     mass_q=masses[0], mass_p=jnp.sum(p),
                     converged=jnp.min(jnp.stack(ok)),
-                    D=jnp.stack(D) if D else jnp.zeros((0,), dtype),
-                    diam=jnp.max(jnp.hypot(spans[:, 0], spans[:, 1])))
+                    D=jnp.stack(D) if D else jnp.zeros((0,), pts.dtype),
+                    diam=jnp.max(jnp.sqrt(jnp.sum(spans**2, -1))))
+
+
+def _grid_pass(protocol, data, start, p_end, transport: DensityGrid, n: int,
+               ode_check: bool = True, velocity=None) -> GridPass:
+    """q and p = P̃_0 as masses of the n × n cells, carried 0 → τ (docs/theory.md §6.4); the
+    ODE check (one more linear program) only with ``ode_check`` (else ``ode_w1`` = 0).
+
+    With a learned ``velocity`` ν̂ the cells move with ν̂, which carries P̃ (p is fixed along
+    it), while P_t's mass of a cell is its exact density times the cell's area,
+    P_t(X̂_t) |det ∂X̂_t/∂x| h² (quadrature on the moving grid)."""
+    lo, hi = transport.box()
+    h = (hi - lo) / n
+    cx = [lo[i] + h[i] * (np.arange(n) + 0.5) for i in range(2)]
+    X, Y = np.meshgrid(*cx, indexing="ij")
+    pts = jnp.asarray(np.stack([X.ravel(), Y.ravel()], -1), jnp.result_type(float))
+    fld = exact_velocity(protocol, data) if velocity is None else velocity
+    ts = grid_times(protocol.tau, transport.n_save)
+    xs, ells = _flow_atoms(fld, pts, ts, transport.n_steps, transport.solver)
+    return _weighted_pass(protocol, data, start, p_end, xs, ells, ts,
+                          math.log(float(h[0] * h[1])), ode_check, velocity)
 
 
 def grid_times(tau, n_save: int):
@@ -713,6 +737,126 @@ def _grid_route(protocol, data, start, p_end, transport: DensityGrid, D0, veloci
     return out
 
 
+# ----------------------------------------------------------- the importance-weighted atom route
+
+
+def _rqmc_draws(dist, key, m: int):
+    """m draws of ``dist`` by randomly shifted quasi-Monte Carlo when it is a Gaussian mixture
+    (a Sobol sequence in d + 1 dimensions shifted mod 1 by one uniform vector of ``key``: each
+    draw is exactly distributed as ``dist``, and the first and second halves are each nets
+    when m is a power of two; the component from the first coordinate by inverse CDF, the
+    Gaussian from the others), else plain Monte-Carlo draws."""
+    if not isinstance(dist, GaussianMixture):
+        return dist.sample(key, m)
+    from scipy.stats import qmc
+
+    d = dist.dim
+    sobol = qmc.Sobol(d + 1, scramble=False).random_base2(max(1, math.ceil(math.log2(m))))[:m]
+    dt = dist.means.dtype
+    u = jnp.mod(jnp.asarray(sobol, dt) + jax.random.uniform(key, (d + 1,), dt), 1.0)
+    cdf = jnp.cumsum(dist.weights)
+    idx = jnp.minimum(jnp.searchsorted(cdf, u[:, 0] * cdf[-1], side="right"),
+                      dist.n_components - 1)
+    tiny = jnp.finfo(dt).tiny
+    eps = jax.scipy.special.ndtri(jnp.clip(u[:, 1:], tiny, 1.0 - jnp.finfo(dt).eps))
+    return dist.sample_given(idx, eps)
+
+
+def _atom_batch(protocol, data, start, transport: Atoms, velocity, key):
+    """One batch of the atom route (docs/theory.md §6.5): W_1, its rate, the masses and D_t on
+    all n atoms, and (with ``check_half``) on the two halves of n/2 (each half as many atoms of
+    q as of p, so the proposal (q + p)/2 stays the density of its draws)."""
+    fld = exact_velocity(protocol, data) if velocity is None else velocity
+    n, m = transport.n, transport.n // 2
+    k1, k2 = jax.random.split(key)
+    x_gen = solve_ode(fld, _rqmc_draws(start, k2, m), t_start=protocol.tau, t_end=0.0,
+                      method=transport.solver, n_steps=transport.n_steps, n_save=1).xs[-1]
+    pts = jnp.concatenate([_rqmc_draws(data, k1, m), x_gen])
+    ts = grid_times(protocol.tau, transport.n_save)
+    xs, ells = _flow_atoms(fld, pts, ts, transport.n_steps, transport.solver)
+    log_q = data.log_prob(pts)
+    log_p = start.log_prob(xs[-1]) + ells[-1]
+    log_w = -(jnp.logaddexp(log_q, log_p) - math.log(2.0)) - math.log(n)
+    p_end = protocol.reverse_start(data)
+
+    def on(idx):
+        return _weighted_pass(protocol, data, start, p_end, [x[idx] for x in xs],
+                              [e[idx] for e in ells], ts, log_w[idx] + math.log(n / idx.size),
+                              False, velocity)
+
+    if not transport.check_half:
+        return on(np.arange(n)), ()
+    half = m // 2
+    first = np.concatenate([np.arange(half), m + np.arange(half)])
+    second = np.concatenate([np.arange(half, m), m + np.arange(half, m)])
+    return on(np.arange(n)), (on(first), on(second))
+
+
+def _atoms_route(protocol, data, start, transport: Atoms, D0, velocity=None, est=None,
+                 pc=None):
+    """η, ΔW_1, c_1 and the W_1 curve by importance-weighted atoms: means over the batches
+    with their standard errors, and the change from n/2 atoms (the halves of each batch) as the
+    resolution error (docs/theory.md §6.5)."""
+    learned = velocity is not None
+    keys = jax.random.split(transport.key, transport.n_batches)
+    full, halves = [], []
+    for k in keys:  # the linear programs are host callbacks: one batch after the other
+        f, h = _atom_batch(protocol, data, start, transport, velocity, k)
+        full.append(f)
+        halves += list(h)
+    halves = halves or full  # without the halves: no resolution error
+    ts = full[0].ts
+    nb = len(full)
+
+    def stack(passes, name):
+        return jnp.stack([getattr(p, name) for p in passes])
+
+    W1_b, rate_b = stack(full, "W1"), stack(full, "rate")
+    W1, W1_se = _mean_se(W1_b.T)
+    rate, rate_se = _mean_se(rate_b.T)
+    W1_half = jnp.mean(stack(halves, "W1"), 0)
+    rate_half = jnp.mean(stack(halves, "rate"), 0)
+    # the bias of an empirical W_1 falls at least as n^(−1/d) (n^(−1/2) in 2-D), so the change
+    # from n/2 to n times 1/(2^(1/d) − 1) bounds the bias left at n
+    grow = 1.0 / (2.0 ** (1.0 / max(data.dim, 2)) - 1.0)
+    w = _trapezoid_weights(ts)
+    c1 = w @ rate**2 / D0.value
+    # c_1 of the mean rate; its standard error by the delta method over the batches
+    phi = rate_b @ (w * 2 * rate / D0.value)
+    c1_se = jnp.sqrt(jnp.var(phi, ddof=1) / nb + (c1 * D0.stderr / D0.value) ** 2)
+    c1_err = grow * jnp.abs(c1 - w @ rate_half**2 / D0.value)
+    if ts.shape[0] >= 5:  # and the trapezoid rule on every other saved time
+        c1_err = c1_err + jnp.abs(c1 - _trapezoid_weights(ts[::2]) @ rate[::2] ** 2 / D0.value)
+    dW1_b = W1_b[:, 0] - W1_b[:, -1]
+    dW1, dW1_se = _mean_se(dW1_b)
+    dW1_err = grow * jnp.abs(dW1 - (W1_half[0] - W1_half[-1]))
+    W1_err = grow * jnp.abs(W1 - W1_half)
+    ok = jnp.min(stack(full + halves, "converged"))
+    bad = jnp.where(ok > 0, 0.0, jnp.nan)
+    m = (f"{transport.method}; stderr over batches; error: change from n/2 atoms × "
+         f"{grow:.2f} (bias ∝ n^(−1/{max(data.dim, 2)}))"
+         + (", learned velocity" if learned else ""))
+
+    def est_(v, se, e):
+        return Estimate(value=v + bad, stderr=se, error=e, method=m)
+
+    v_loss_sq = rate**2 / D0.value
+    v_se = jnp.sqrt((2 * rate * rate_se / D0.value) ** 2 + (v_loss_sq * D0.stderr / D0.value) ** 2)
+    out = dict(t=ts, W1=W1 + bad, t_rate=ts, v_loss_sq=v_loss_sq + bad, v_loss_sq_stderr=v_se,
+               c1=est_(c1, c1_se, c1_err), dW1=est_(dW1, dW1_se, dW1_err),
+               W1_start=est_(W1[-1], W1_se[-1], W1_err[-1]),
+               W1_end=est_(W1[0], W1_se[0], W1_err[0]))
+    if learned:
+        exact = exact_velocity(protocol, data)
+        D_b = stack(full, "D")
+        D, D_se = _mean_se(D_b.T)
+        D_err = grow * jnp.abs(D - jnp.mean(stack(halves, "D"), 0))
+        node_est = _node_estimator(est, protocol, data, ts, jax.random.fold_in(transport.key, 7))
+        out["eq100"] = _eq100(protocol, data, velocity, exact, ts, D + bad, D_se, dW1 + bad,
+                              dW1_se, pc, node_est, m, D_err=D_err, dW1_err=dW1_err)
+    return out
+
+
 # ----------------------------------------------------------------------------------- bound
 
 
@@ -764,9 +908,11 @@ def bound_kernel(protocol, data, perturbation, velocity, est, transport, n_time:
                      c1=with_error(c1, wts @ (dW1c**2 / D0.value)),
                      dW1=with_error(W1_0 - W1_tau, W1_0c - W1_tauc),
                      W1_start=with_error(W1_tau, W1_tauc), W1_end=with_error(W1_0, W1_0c))
-    elif isinstance(transport, DensityGrid):
-        parts = _grid_route(protocol, data, start, p_end, transport, D0,
-                            None if velocity is None else as_field(velocity), est, pc)
+    elif isinstance(transport, (DensityGrid, Atoms)):
+        fld = None if velocity is None else as_field(velocity)
+        parts = _grid_route(protocol, data, start, p_end, transport, D0, fld, est, pc) \
+            if isinstance(transport, DensityGrid) else \
+            _atoms_route(protocol, data, start, transport, D0, fld, est, pc)
         kin, kin_se = _kinetic_at(est, protocol, data, parts["t"])
         parts.update(kinetic=kin, kinetic_stderr=kin_se)
     else:
@@ -801,11 +947,13 @@ def bound(protocol, data, perturbation, *, velocity=None, estimator="auto", tran
       transport: a :class:`satjax.estimators.CDF` (1-D, exact velocity),
         :class:`satjax.estimators.DensityGrid` (2-D; with a learned velocity the cells move
         with it and P_t's masses are its exact density on the moving cells, docs/theory.md
-        §6.4) or :class:`satjax.estimators.Particles`, "cdf", "grid", "particles", or "auto"
-        (CDF in 1-D without ``velocity``; the density grid in 2-D unless ``particles`` is given
-        or, without ``velocity``, the particle route is exact — one Gaussian, a translated
-        start, a Gaussian path; otherwise particles: a quantile grid of 4000 in 1-D, 1000
-        samples in n-D).
+        §6.4), :class:`satjax.estimators.Atoms` (any dimension ≥ 2, §6.5) or
+        :class:`satjax.estimators.Particles`, "cdf", "grid", "atoms", "particles", or "auto"
+        (CDF in 1-D without ``velocity``; unless ``particles`` is given or, without
+        ``velocity``, the particle route is exact — one Gaussian, a translated start, a
+        Gaussian path —: the density grid in 2-D, atoms in 3 to ``ATOMS_MAX_DIM`` (16)
+        dimensions; otherwise particles: a quantile grid of 4000 in 1-D, 1000 samples in
+        n-D).
       n_time: Gauss–Legendre nodes for the time integrals.
       key: PRNG key for Monte-Carlo estimators and particle samples (default PRNGKey(0)); every
         perturbation of a sequence uses the same key (common random numbers).
@@ -909,6 +1057,9 @@ def cdf_context(protocol, data, perturbations) -> dict:
 
 # the density-grid and particle transports refuse to start beyond this estimated peak memory
 BUDGET_BYTES = 6 << 30
+# "auto" takes the atom transport up to this dimension (its ODE carries the exact divergence,
+# d Jacobian-vector products per step); particles above
+ATOMS_MAX_DIM = 16
 
 
 def resolve_transport(transport, data, velocity, key, particles: Optional[int] = None, *,
@@ -933,6 +1084,19 @@ def resolve_transport(transport, data, velocity, key, particles: Optional[int] =
                              f"{need / 2**30:.1f} GB (limit {BUDGET_BYTES / 2**30:.0f} GB): use "
                              "fewer particles or saved times")
         return t
+    if isinstance(transport, Atoms) or transport == "atoms":
+        if data.dim < 2:
+            raise ValueError("the atom transport needs data of dimension >= 2 (1-D data have "
+                             "the exact CDF transport)")
+        t = transport if isinstance(transport, Atoms) else Atoms()
+        t = t if t.key is not None else t.replace(key=key)
+        t.check()
+        need = t.peak_bytes(data.dim)
+        if need > BUDGET_BYTES:
+            raise ValueError(f"{t.n} atoms per batch need about {need / 2**30:.1f} GB (limit "
+                             f"{BUDGET_BYTES / 2**30:.0f} GB): use fewer atoms per batch and "
+                             "more batches")
+        return t
     if isinstance(transport, CDF) or transport == "cdf":
         if data.dim != 1 or velocity is not None:
             raise ValueError("the CDF transport needs 1-D data and the exact velocity")
@@ -945,11 +1109,14 @@ def resolve_transport(transport, data, velocity, key, particles: Optional[int] =
     elif transport != "auto":
         what = repr(transport) if isinstance(transport, str) else type(transport).__name__
         raise ValueError(f"unknown transport {what}; expected 'auto', 'cdf', 'grid', "
-                         "'particles', or a CDF, DensityGrid or Particles object")
+                         "'atoms', 'particles', or a CDF, DensityGrid, Atoms or Particles "
+                         "object")
     elif data.dim == 1 and velocity is None:
         return resolve_transport("cdf", data, velocity, key, p_end=p_end, continuous=continuous)
     elif data.dim == 2 and particles is None and not exact_pairs:
         return resolve_transport("grid", data, velocity, key)
+    elif 3 <= data.dim <= ATOMS_MAX_DIM and particles is None and not exact_pairs:
+        return resolve_transport("atoms", data, velocity, key)
     n = particles or (4000 if data.dim == 1 else 1000)
     return resolve_transport(Particles(n=n, key=key), data, velocity, key)
 

@@ -289,9 +289,11 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
           perturb: Annotated[str, typer.Option("--perturb", help="Reverse start: shift:D, scale:S, gaussian, mean:MU, variance:V, uniform:a=A,b=B, gmm:..., npy:path=F,width=W.")],
           model: Annotated[Optional[str], typer.Option("--model", help="Learned velocity (model folder): Eq. 100.")] = None,
           allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Use --model with other data or protocol than it was trained on.")] = False,
-          transport: Annotated[str, typer.Option("--transport", help="auto | grid | particles: how the perturbed path is carried (auto: exact CDFs in 1-D, the density grid in 2-D, also with --model; particles in d >= 3 or 1-D with --model).")] = "auto",
+          transport: Annotated[str, typer.Option("--transport", help="auto | grid | atoms | particles: how the perturbed path is carried (auto: exact CDFs in 1-D, the density grid in 2-D, importance-weighted atoms in 3-16 dimensions, also with --model; particles above 16 dimensions or in 1-D with --model).")] = "auto",
           grid_n: Annotated[Optional[int], typer.Option("--grid-n", help="Density grid: cells per side (even; default from the data's narrowest component, 32-128).")] = None,
           samples: Annotated[Optional[int], typer.Option("--samples", help="Particles per transported set (forces particles; default 1000).")] = None,
+          atoms: Annotated[Optional[int], typer.Option("--atoms", help="Atoms per batch of the atom transport (a multiple of 4; a power of two keeps the halves quasi-Monte-Carlo nets; forces atoms; default 1024).")] = None,
+          batches: Annotated[Optional[int], typer.Option("--batches", help="Independent batches of the atom transport, for its standard error (forces atoms; default 8).")] = None,
           n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 48,
           grad: Annotated[Optional[str], typer.Option("--grad", help="NAME[,NAME]: derivatives of eta, c1, c2 w.r.t. protocol parameters.")] = None,
           grad_replicates: Annotated[int, typer.Option("--grad-replicates", help="Independent draws for the standard error of --grad (particle route).")] = 4,
@@ -304,13 +306,34 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     d_spec, p_spec = specs.parse_data(data), specs.parse_protocol(protocol)
     q_spec = specs.parse_perturbation(perturb)
     check_dims(d_spec, p_spec, q_spec)
-    if transport not in ("auto", "grid", "particles"):
-        raise InputError(f"--transport must be auto, grid or particles; got {transport!r}")
+    if transport not in ("auto", "grid", "atoms", "particles"):
+        raise InputError(f"--transport must be auto, grid, atoms or particles; got "
+                         f"{transport!r}")
     particle_opts = [o for o, v in (("--samples", samples), ("--solver", solver),
                                     ("--ode-steps", ode_steps)) if v is not None]
+    atom_opts = [o for o, v in (("--atoms", atoms), ("--batches", batches)) if v is not None]
     if transport == "grid" and particle_opts:
         raise InputError(f"{', '.join(particle_opts)} set the particle transport; "
                          "--transport grid takes --grid-n")
+    if atom_opts and (particle_opts or grid_n is not None or transport in ("grid", "particles")):
+        raise InputError(f"{', '.join(atom_opts)} set the atom transport; it does not combine "
+                         "with --transport grid/particles, --grid-n, --samples, --solver or "
+                         "--ode-steps")
+    if transport == "atoms" and (particle_opts or grid_n is not None):
+        raise InputError("--transport atoms takes --atoms and --batches, not --samples, "
+                         "--solver, --ode-steps or --grid-n")
+    if atoms is not None:
+        check_range("--atoms", atoms, 16, 65_536)
+        if atoms % 4:
+            raise InputError(f"--atoms must be a multiple of 4 (two halves of q and p atoms); "
+                             f"got {atoms}")
+    if batches is not None:
+        check_range("--batches", batches, 2, 1024)
+    if atom_opts:
+        transport = "atoms"
+    if transport == "atoms" and specs.data_dim(d_spec) == 1:
+        raise InputError("--transport atoms needs data of dimension >= 2 (1-D has the exact "
+                         "CDF transport)")
     if transport == "grid":
         dim = specs.data_dim(d_spec)
         if dim is not None and dim != 2:
@@ -353,6 +376,12 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
         if d.dim != 2:
             raise InputError(f"--transport grid needs 2-D data; got dimension {d.dim}")
         transport = B.resolve_transport(DensityGrid(n=grid_n or 0), d, None, run.key(4))
+    elif transport == "atoms":
+        from satjax.estimators import Atoms
+
+        # no key: bound draws the atoms from its own key, so --grad's first replicate
+        # differentiates the value's atoms
+        transport = Atoms(n=atoms or 1024, n_batches=batches or 8)
     elif solver is not None or ode_steps is not None:
         from satjax.estimators import Particles
 
@@ -447,7 +476,7 @@ def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicat
     import numpy as np
 
     from satjax import bound as B
-    from satjax.estimators import CDF, DensityGrid, resolve
+    from satjax.estimators import CDF, Atoms, DensityGrid, resolve
     from satjax._util import gauss_legendre
 
     ts, _ = gauss_legendre(n_time, 0.0, p.tau)
@@ -463,6 +492,8 @@ def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicat
             **B.cdf_context(p, d, pert))
         if isinstance(tr, DensityGrid):  # the value's n/2 check is not differentiated
             tr = tr.replace(check_coarse=False)
+        if isinstance(tr, Atoms):  # the value's n/2 check is not differentiated
+            tr = tr.replace(check_half=False)
 
         def outputs(th):
             r = B.bound_kernel(p.replace(**{fields[n]: v for n, v in th.items()}), d, pert,
@@ -495,7 +526,8 @@ def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicat
                   for q, g in base.items()}
         error = {q: {n: np.zeros_like(v) for n, v in g.items()} for q, g in base.items()}
         method = (f"autodiff of the estimate with the values' random numbers; standard error: "
-                  f"spread over {replicates} independent draws of particles and nodes")
+                  f"spread over {replicates} independent draws of particles (or atoms) and "
+                  "nodes")
 
     def tolist(tree):
         return {q: {n: v.tolist() for n, v in g.items()} for q, g in tree.items()}
