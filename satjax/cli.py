@@ -797,7 +797,8 @@ def optimize(data: DataSpec,
         # the objective evaluated afresh, where the optimiser could not have tuned the schedule
         # to the estimator's discretisation: 1-D the exact CDF route; 2-D the density grid at
         # twice the cells per side and twice the saved times (the descent can place the rate's
-        # peaks between saved times); d >= 3 particles with new random numbers
+        # peaks between saved times); d >= 3 the transport bound chooses (atoms up to 16-D) with new
+        # random numbers
         from satjax import bound as B
         from satjax.estimators import DensityGrid
 
@@ -1120,7 +1121,7 @@ def reproduce(name: Annotated[str, typer.Argument(help="fig6 | table1 | fig7 | f
               means: Annotated[str, typer.Option("--means", help="fig6: the two component means 'a,b'.")] = "-2,2",
               std: Annotated[float, typer.Option("--std", help="fig6: component standard deviation.")] = 0.5,
               tau: Annotated[Optional[float], typer.Option("--tau", help="Protocol duration tau > 0 (default: each experiment's own, 1 for fig6 and 3 for fig7).")] = None,
-              dynamics: Annotated[str, typer.Option("--dynamics", help="table1, fig7: exact | learned | both (learned: K trained velocity models per protocol or g; table1 integrates them by RK4, fig7 measures them on the density grid; reused from --out when rerun).")] = "exact",
+              dynamics: Annotated[str, typer.Option("--dynamics", help="table1, fig7: exact | learned | both (learned: K trained velocity models per protocol or g; table1 integrates them by RK4, fig7 measures them by importance-weighted atoms; reused from --out when rerun).")] = "exact",
               seeds: Annotated[Optional[int], typer.Option("--seeds", help="table1/fig7 learned: models per protocol or g, K >= 2 (default 5; 2 with --quick); fig8: models per loss (default 3).")] = None,
               train_steps: Annotated[Optional[int], typer.Option("--train-steps", help="table1/fig7 learned and fig8: training steps of every model (default 4000; 300 with --quick).")] = None,
               x64: X64 = True, seed: Seed = 0, json_out: JsonOut = None,

@@ -10,11 +10,12 @@ Objectives for a schedule (m_t, σ_t) on data q:
   cond-OT (free family, 2 n_d/τ) and cosine under m² + σ² = 1 ((π/2)² n_d/τ) (Eq. 94, 95);
 * ``eta`` / ``c1`` — η or c_1 of the speed-accuracy relation for a given reverse-start
   perturbation (:func:`satjax.bound.bound_kernel`: exact CDFs in 1-D, the deterministic density
-  grid in 2-D, particles with fixed random numbers in d ≥ 3), differentiated through the
-  transport. In 2-D the c_1 objective is the upper end of c_1's bracket, c_1 + its resolution
-  error, so the descent cannot exploit the estimator's resolution. Under the exact dynamics η is the same for every
+  grid in 2-D, importance-weighted atoms with fixed random numbers in 3 to 16 dimensions,
+  particles above), differentiated through the transport. On the grid and the atoms the c_1
+  objective is the upper end of c_1's bracket, c_1 + its resolution error, so the descent
+  cannot exploit the estimator's resolution. Under the exact dynamics η is the same for every
   schedule of the polar family (docs/theory.md §7: one ODE in λ = σ/m), so descending ``eta``
-  here only reduces the particle solver's discretisation error; ``c1`` does depend on the
+  here only reduces the solver's discretisation error; ``c1`` does depend on the
   schedule (docs/optimal-schedules.md).
 
 The lower limit of c_2 over all protocols is W_2(q, P_τ)²/τ, reached by the geodesic (Eq. 69,
@@ -36,7 +37,7 @@ from flax import struct
 
 from satjax import schedules as S
 from satjax._util import gauss_legendre
-from satjax.estimators import DensityGrid, resolve
+from satjax.estimators import Atoms, DensityGrid, resolve
 from satjax.pytree import Node
 
 OBJECTIVES = ("c2", "wD", "conditional", "eta", "c1")
@@ -100,9 +101,12 @@ def make_objective(data, objective: str, template: S.Schedule, *, key=None, n_ti
     # resolution error (change on the n/2 grid and on every other saved time), so that a
     # schedule gains nothing by moving its fast part where the estimator does not resolve it
     # (plain c_1 was gamed so: docs/optimal-schedules.md)
-    upper = isinstance(tr, DensityGrid) and objective == "c1"
+    # (the same with the atoms of d >= 3, whose error is the change from n/2 atoms)
+    upper = isinstance(tr, (DensityGrid, Atoms)) and objective == "c1"
     if isinstance(tr, DensityGrid) and not upper:
         tr = tr.replace(check_coarse=False)
+    if isinstance(tr, Atoms) and not upper:
+        tr = tr.replace(check_half=False)
 
     def value(sch):
         r = B.bound_kernel(sch, data, perturbation, None, est, tr, n_time, keys[2])

@@ -1,7 +1,7 @@
 """`satjax reproduce fig7 --dynamics learned` (satjax.experiments.fig7): K trained models per g,
-each measured on the density grid with its learned velocity, paired across g, resumed from the
-output folder. (The grid route with a learned velocity is checked against closed forms in
-tests/test_bound_grid.py; here: the experiment's statistics and its resume.)"""
+each measured by importance-weighted atoms carried by its learned velocity, paired across g,
+resumed from the output folder. (The atom route with a learned velocity is checked in
+tests/test_bound_atoms.py; here: the experiment's statistics and its resume.)"""
 
 
 import numpy as np

@@ -17,8 +17,9 @@ Learned dynamics (``dynamics`` "learned" or "both"): for each g, K velocity mode
 Eq. 19, on the rotating force's conditional paths) trained at one stated budget from seeds
 0 … K−1 (model k of every g from the same key: paired across g), saved under
 ``folder/fig7-models`` and reused when rerun. Each model's η, ΔW_1, c_1 and Eq. 100 (D_max, L_α)
-come from the density grid with the learned velocity (docs/theory.md §6.4: deterministic, the
-ODE converged, so what remains is learning error), its W_1 to the data from samples
+come from importance-weighted atoms carried by the learned velocity (docs/theory.md §6.5: drawn
+from q and from the model's own generated law, so no box has to hold that law, as the density
+grid's must; standard error over batches, bias from n/2 atoms), its W_1 to the data from samples
 (:func:`satjax.learn.w1_to_data`); each reported as mean ± standard error over the K models,
 and whether learned η grows with g as paired differences with a t-test.
 """
@@ -34,7 +35,7 @@ import numpy as np
 from satjax import bound as B
 from satjax import path as P
 from satjax import specs
-from satjax.estimators import DensityGrid, Particles
+from satjax.estimators import Atoms, DensityGrid, Particles
 from satjax.experiments.seeds import budget, mean_se, paired
 from satjax.forces import RotatingForce
 from satjax.geometry.ot_protocol import ot_protocol
@@ -46,8 +47,10 @@ PAPER_ETA = {"g=0": 9.301e-2, "g=3": 3.430e-1, "g=5": 5.615e-1, "ot": 7.221e-6}
 DYNAMICS = ("exact", "learned", "both")
 
 
-def _learned_model(label, proto, data, pert, k, cfg_kwargs, grid, n_time, path, folder, quick):
-    """Train (or reuse) model k for one protocol and measure it on the density grid."""
+def _learned_model(label, proto, data, pert, k, cfg_kwargs, transport, n_time, path, folder,
+                   quick):
+    """Train (or reuse) model k for one protocol and measure it with ``transport``
+    (importance-weighted atoms, or a density grid)."""
     from satjax import learn
 
     cfg = learn.TrainConfig(loss="cfm", dtype="float64", eval_every=0, checkpoint_every=10**9,
@@ -55,7 +58,7 @@ def _learned_model(label, proto, data, pert, k, cfg_kwargs, grid, n_time, path, 
     ck = None if folder is None else Path(folder) / "fig7-models" / f"{label}-seed{k}"
     res = learn.train(jax.random.PRNGKey(k), proto, data, cfg, checkpoint_dir=ck, resume=True)
     fld = learn.param_field(res.spec, res.params, tau=proto.tau)
-    r = B.bound(proto, data, pert, velocity=fld, transport=grid, n_time=n_time, path=path,
+    r = B.bound(proto, data, pert, velocity=fld, transport=transport, n_time=n_time, path=path,
                 key=jax.random.PRNGKey(100 + k))
     w = learn.w1_to_data(fld, proto, data, key=jax.random.PRNGKey(200 + k),
                          n_samples=500 if quick else 2000, n_steps=40 if quick else 100)
@@ -92,7 +95,7 @@ def learned_summary(models, g_values) -> dict:
         row = {"n_seeds": len(sel)}
         for q in ("eta", "c1", "dW1", "W1_end", "W1_to_data", "eq100_D_max", "eq100_L_alpha"):
             row[q], row[q + "_stderr"] = mean_se([m[q] for m in sel])
-        for q in ("eta", "c1", "dW1"):  # the largest resolution error of the K grids
+        for q in ("eta", "c1", "dW1"):  # the largest resolution error of the K measurements
             row[q + "_resolution_error"] = max(float(m[q + "_error"] or 0.0) for m in sel)
             unc = row[q + "_resolution_error"] + (row[q + "_stderr"] or 0.0)
             row[q + "_status"] = "unresolved" if unc >= abs(row[q]) else "resolved"
@@ -100,7 +103,7 @@ def learned_summary(models, g_values) -> dict:
     eta = {g: [m["eta"] for m in sorted((m for m in models if m["case"] == f"g={g:g}"),
                                         key=lambda m: m["seed"])] for g in g_values}
     # a step counts when it is significant (paired t-test, p < 0.05) and larger than the two
-    # grids' resolution errors together
+    # resolution errors together
     steps = [{"from": f"g={a:g}", "to": f"g={c:g}", **paired(eta[c], eta[a]),
               "resolution_error": summary[f"g={a:g}"]["eta_resolution_error"]
               + summary[f"g={c:g}"]["eta_resolution_error"]}
@@ -117,7 +120,7 @@ def learned_summary(models, g_values) -> dict:
     return {"models": models, "summary": summary, "eta_steps_in_g": steps,
             "eta_grows_with_g": status,
             "statement": (f"learned eta {status} with g at this budget (paired over "
-                          f"{k_seeds} seeds; a step counts at p < 0.05 and beyond the grids' "
+                          f"{k_seeds} seeds; a step counts at p < 0.05 and beyond the "
                           "resolution errors): " + "; ".join(
                               f"{s['to']} − {s['from']} = {s['mean_difference']:.3g} ± "
                               f"{s['stderr']:.2g} (p = "
@@ -153,7 +156,7 @@ def run(*, quick: bool = False, tau: float = 3.0, h: float = 1.1, t_fin: float =
     # the rotating force: the deterministic 2-D density grid (docs/theory.md §6.4); the OT
     # protocol's kernel velocity: particles over seeds
     grid = DensityGrid(n=32) if quick else DensityGrid()
-    learned_grid = DensityGrid(n=16, n_steps=48, n_save=8) if quick else grid
+    learned_grid = Atoms(n=128, n_batches=2, n_steps=48, n_save=8) if quick else Atoms()
     jobs = [(label, s) for label in protos for s in range(1 if label != "ot" else ot_seeds)] \
         if exact_mode else []
     b = budget(quick, train_steps)
