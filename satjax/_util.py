@@ -96,3 +96,25 @@ def map_over_points(fn, x, bytes_per_point: int, budget: int):
         return fn(x)
     out = jax.lax.map(fn, x.reshape(n // block, block))
     return jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[2:]), out)
+
+
+def compiled_peak_bytes(compiled) -> int:
+    """Peak memory of a compiled XLA program by its memory analysis: arguments, outputs and
+    temporaries (0 where the backend gives no analysis). Host callbacks inside it (the exact
+    linear programs) are not counted."""
+    ma = compiled.memory_analysis()
+    if ma is None:
+        return 0
+    return int(ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes)
+
+
+def compile_within(jitted, args, max_bytes, what: str, change: str):
+    """``jitted`` compiled for ``args``, refused with a ValueError naming the size, ``what`` and
+    ``change`` when XLA's peak estimate exceeds ``max_bytes`` (None: no limit) — before it
+    runs."""
+    compiled = jitted.lower(*args).compile()
+    need = compiled_peak_bytes(compiled)
+    if max_bytes is not None and need > max_bytes:
+        raise ValueError(f"{what} needs about {need / 2**30:.1f} GiB (XLA's estimate), more "
+                         f"than the {max_bytes / 2**30:.1f} GiB allowed: {change}")
+    return compiled

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from satjax import mixtures as M
+from satjax._util import compiled_peak_bytes
 from satjax import path as P
 from satjax import reverse as R
 from satjax import schedules as S
@@ -54,11 +55,7 @@ def compile_only(jitted, args):
     t = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     compile_s = time.perf_counter() - t
-    ma = compiled.memory_analysis()
-    peak = None
-    if ma is not None:
-        peak = (ma.argument_size_in_bytes + ma.output_size_in_bytes
-                + ma.temp_size_in_bytes) / 2**20
+    peak = compiled_peak_bytes(compiled) / 2**20 or None
     return compiled, compile_s, peak
 
 

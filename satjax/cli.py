@@ -172,11 +172,16 @@ def check_dims(data: specs.Spec, protocol: Optional[specs.Spec] = None,
                              f"has dimension {d}")
 
 
+def memory_limit() -> float:
+    """The most memory a command may plan to use: 3/4 of this machine's physical memory."""
+    return 0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def check_memory(need: float, what: str, change: str) -> None:
     """Exit 2 before any work when an estimated peak of ``need`` bytes exceeds 3/4 of this
     machine's physical memory, naming the size and ``change`` (what to make smaller)."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > 0.75 * total:
+    total = memory_limit() / 0.75
+    if need > memory_limit():
         raise InputError(f"{what} needs about {need / 2**30:.1f} GiB, more than 3/4 of this "
                          f"machine's {total / 2**30:.0f} GiB: {change}")
 
@@ -477,7 +482,7 @@ def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicat
 
     from satjax import bound as B
     from satjax.estimators import CDF, Atoms, DensityGrid, resolve
-    from satjax._util import gauss_legendre
+    from satjax._util import compile_within, gauss_legendre
 
     ts, _ = gauss_legendre(n_time, 0.0, p.tau)
     fields = {n: _FIELD.get(n, n) for n in names}
@@ -500,7 +505,9 @@ def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicat
                                fld, est, tr, n_time, keys[2])
             return {"eta": r.eta.value, "c1": r.c1.value, "c2": r.c2.value}
 
-        jac = jax.jacrev(outputs)(theta)
+        jac = compile_within(jax.jit(jax.jacrev(outputs)), (theta,), memory_limit(),
+                             "the gradient (--grad)", "use fewer time nodes (--n-time), grid "
+                             "cells (--grid-n), atoms (--atoms) or particles (--samples)")(theta)
         return {q: {n: np.asarray(v, float) for n, v in g.items()} for q, g in jac.items()}, \
             est, tr
 
@@ -771,7 +778,8 @@ def optimize(data: DataSpec,
     bar = run.console.progress(steps, f"optimise {family}/{objective}")
     res = O.optimize_schedule(d, family=family, objective=objective, tau=tau, n_basis=n_basis,
                               steps=steps, learning_rate=lr, key=run.key(0), n_time=n_time,
-                              perturbation=pert, progress=lambda i, v: bar.update(1))
+                              perturbation=pert, progress=lambda i, v: bar.update(1),
+                              max_bytes=memory_limit())
     bar.close()
 
     def c2(sch):  # fresh random numbers: no selection bias in n-D

@@ -36,7 +36,7 @@ import optax
 from flax import struct
 
 from satjax import schedules as S
-from satjax._util import gauss_legendre
+from satjax._util import compile_within, gauss_legendre
 from satjax.estimators import Atoms, DensityGrid, resolve
 from satjax.pytree import Node
 
@@ -125,7 +125,8 @@ def optimize_schedule(data, *, family: str = "free", objective: str = "c2", tau:
                       n_basis: int = 6, steps: int = 300, learning_rate: float = 0.05, key=None,
                       init: Optional[S.PolarSchedule] = None, n_time: int = 32,
                       estimator="auto", perturbation=None, transport="auto",
-                      progress: Optional[Callable[[int, float], None]] = None) -> OptimizeResult:
+                      progress: Optional[Callable[[int, float], None]] = None,
+                      max_bytes: Optional[float] = None) -> OptimizeResult:
     """Minimise ``objective`` over the polar family with Adam.
 
     Args:
@@ -142,6 +143,8 @@ def optimize_schedule(data, *, family: str = "free", objective: str = "c2", tau:
       n_time: Gauss–Legendre nodes.
       estimator, perturbation, transport: see :func:`make_objective`.
       progress: called as ``progress(step, value)`` after each step.
+      max_bytes: refuse (ValueError) before the first step when XLA's estimate of one step's
+        peak memory (value and gradient) exceeds it; None: no limit.
 
     Returns:
       OptimizeResult with the best schedule seen (``diverged`` if a step went non-finite).
@@ -175,6 +178,8 @@ def optimize_schedule(data, *, family: str = "free", objective: str = "c2", tau:
         return optax.apply_updates(p, upd), state, val, jnp.isfinite(val) & _finite_tree(g)
 
     state = opt.init(params)
+    step = compile_within(step, (params, state), max_bytes, "one optimisation step",
+                          "use fewer time nodes (n_time), grid cells, atoms or particles")
     best_p, best_v = params, np.inf
     history = []
     diverged = False

@@ -1,5 +1,6 @@
 """Schedule optimisation recovers the known optima (Eq. 93–95) and approaches W2²/τ."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -78,6 +79,26 @@ def test_conditional_energy_refuses_the_edge_component():
     with pytest.raises(ValueError, match="edge"):
         O.optimize_schedule(M.gaussian(0.0, 1.0), family="vp", objective="conditional", steps=1,
                             init=S.polar(4, vp=True, edge=True))
+
+
+def test_memory_is_estimated_before_the_first_step():
+    """XLA's estimate of one step's peak is checked before any step runs: the c_2 objective on
+    a 50-component roll with 4096 Monte-Carlo draws holds at least the (draws × components)
+    responsibilities of one tile, far above a 1 MB limit; the refusal names the size."""
+    calls = []
+    with pytest.raises(ValueError, match=r"one optimisation step needs about .* GiB"):
+        O.optimize_schedule(M.swiss_roll(n=50), objective="c2", estimator="mc", steps=3,
+                            key=jax.random.PRNGKey(0), max_bytes=2**20,
+                            progress=lambda i, v: calls.append(i))
+    assert calls == []
+    from satjax._util import compiled_peak_bytes
+
+    n = 1000  # an outer product returned: its n² output is part of the peak
+    x = jnp.zeros(n)
+    compiled = jax.jit(lambda x: x[:, None] * x[None, :]).lower(x).compile()
+    assert n * n * x.dtype.itemsize <= compiled_peak_bytes(compiled) < 2 * n * n * 8
+    r = O.optimize_schedule(M.gaussian(0.0, 1.0), objective="c2", steps=2, max_bytes=2**30)
+    assert r.steps == 2
 
 
 def test_mc_objective_needs_key():

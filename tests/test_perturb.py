@@ -147,14 +147,16 @@ def test_nd_gaussian_closed_form_against_grid_mc_and_kl_approximation():
 
 def test_importance_sampling_in_3d_against_closed_form():
     """d = 3, non-Gaussian reference (two equal components): the importance-sampling route
-    with a standard error, against the Gaussian closed form."""
+    with a standard error, against the Gaussian closed form; integrating (P̃ − P)²/P rather
+    than P̃²/P − 1 keeps the standard error below 1 % of D_0 = 0.151 (0.5 % measured; 1.8 %
+    with P̃²/P − 1; on a 4-component 3-D mixture shifted by 0.15, 0.8 % against 13 %)."""
     p = M.gaussian(np.zeros(3), 0.8)
     twice = M.gmm(np.zeros((2, 3)), 0.8)
     shifted = PT.shift(0.3)
     ref = float(PT.pearson(shifted.start(p), p).value)
     assert ref == pytest.approx(np.expm1(0.09 / 0.64), rel=1e-12)
     d = PT.pearson(shifted.start(twice), twice, key=jax.random.PRNGKey(3), n_samples=50_000)
-    assert d.method == "importance-sampling" and float(d.stderr) > 0
+    assert d.method == "importance-sampling" and 0 < float(d.stderr) < 0.01 * ref
     assert abs(float(d.value) - ref) < 4 * float(d.stderr)
     with pytest.raises(ValueError, match="key"):
         PT.pearson(shifted.start(twice), twice)
