@@ -108,13 +108,19 @@ def compiled_peak_bytes(compiled) -> int:
     return int(ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes)
 
 
+# measured peaks exceed XLA's buffer analysis (runtime allocations, host callbacks): 1.7 times
+# for the 2-D c_1 optimisation step (6.6 GiB estimated, 11.4 GB peak RSS)
+PEAK_OVER_ANALYSIS = 2.0
+
+
 def compile_within(jitted, args, max_bytes, what: str, change: str):
     """``jitted`` compiled for ``args``, refused with a ValueError naming the size, ``what`` and
-    ``change`` when XLA's peak estimate exceeds ``max_bytes`` (None: no limit) — before it
-    runs."""
+    ``change`` when its expected peak, ``PEAK_OVER_ANALYSIS`` times XLA's estimate, exceeds
+    ``max_bytes`` (None: no limit) — before it runs."""
     compiled = jitted.lower(*args).compile()
-    need = compiled_peak_bytes(compiled)
+    need = PEAK_OVER_ANALYSIS * compiled_peak_bytes(compiled)
     if max_bytes is not None and need > max_bytes:
-        raise ValueError(f"{what} needs about {need / 2**30:.1f} GiB (XLA's estimate), more "
-                         f"than the {max_bytes / 2**30:.1f} GiB allowed: {change}")
+        raise ValueError(f"{what} needs about {need / 2**30:.1f} GiB ({PEAK_OVER_ANALYSIS:g} "
+                         f"times XLA's estimate of its buffers), more than the "
+                         f"{max_bytes / 2**30:.1f} GiB allowed: {change}")
     return compiled

@@ -350,17 +350,17 @@ class Particles(Node):
 
 class Atoms(Node):
     """Importance-weighted Lagrangian atoms: the density transport of :class:`DensityGrid` in
-    any dimension, with randomised quasi-Monte-Carlo atoms in place of grid cells (:mod:`satjax.bound`,
-    docs/theory.md §6.5).
+    any dimension, with randomised quasi-Monte-Carlo atoms in place of grid cells
+    (:mod:`satjax.bound`, docs/theory.md §6.5).
 
     Each of ``n_batches`` independent batches draws ``n`` atoms at t = 0, half from q and half
     from the generated law p = P̃_0 (draws of P̃_τ carried back by the velocity), so the
     proposal density r = (q + p)/2 is known at every atom; draws of Gaussian mixtures are a
-    randomly shifted Sobol sequence (n a power of two keeps each half a net). The atoms are carried 0 → τ by the
-    probability-flow ODE with their log-density increments (``solver``, ``n_steps`` in
-    ``n_save`` legs to the saved times τ (k/n_save)²); at atom i, P_t's mass is q(x_i)/r(x_i)
-    and P̃_t's is p(x_i)/r(x_i) (with a learned velocity, P_t's mass is its exact density on the
-    moving atom), and W_1 between the two weightings is an exact linear program
+    randomly shifted Sobol sequence (n a power of two keeps each half a net). The atoms are
+    carried 0 → τ by the probability-flow ODE with their log-density increments (``solver``,
+    ``n_steps`` in ``n_save`` legs to the saved times τ (k/n_save)²); at atom i, P_t's mass is
+    q(x_i)/r(x_i) and P̃_t's is p(x_i)/r(x_i) (with a learned velocity, P_t's mass is its exact
+    density on the moving atom), and W_1 between the two weightings is an exact linear program
     (:mod:`satjax.geometry.atoms`). Every number is the mean over batches with its standard
     error; its resolution error is the change when each batch is split into two halves of
     n/2 atoms (same atoms: the change measures the bias, not the noise), times

@@ -190,12 +190,12 @@ def plot_fig7(res: dict, filename: str) -> None:
                 if summ.get(k):
                     ax.plot([i - 0.3, i + 0.3], [summ[k]["eta"]] * 2, "r-", lw=2,
                             label=r"exact $\eta$" if i == 0 else None)
-                ax.annotate(f"grid res. {ls[k]['eta_resolution_error']:.1g}",
+                ax.annotate(f"res. error {ls[k]['eta_resolution_error']:.1g}",
                             (i, ls[k]["eta"] + (ls[k]["eta_stderr"] or 0.0)),
                             textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
             ax.set_xticks(pos)
             ax.set_xticklabels(keys)
-            ax.set_ylabel(r"$\eta$ (density grid, learned velocity)")
+            ax.set_ylabel(r"$\eta$ (learned velocity)")
             ax.set_title(textwrap.fill(learned["statement"], 90), fontsize=7)
             ax.legend(fontsize=8)
     st = res["settings"]

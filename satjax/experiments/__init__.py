@@ -85,10 +85,11 @@ def _tables(name, res, console):
                             _pm(v["eq100_L_alpha"], v["eq100_L_alpha_stderr"]),
                             _pm(v["W1_to_data"], v["W1_to_data_stderr"]))
                            for k, v in lr["summary"].items()],
-                          ["learned", "models", "eta ± se", "grid res.", "dW1 ± se", "c1 ± se",
+                          ["learned", "models", "eta ± se", "res. error", "dW1 ± se", "c1 ± se",
                            "L_alpha ± se", "W1 to data ± se"])
-            console.say("learned: mean ± s.e. over the trained models (density grid with the "
-                        "learned velocity; 'grid res.' the largest resolution error)")
+            console.say("learned: mean ± s.e. over the trained models (each measured with its "
+                        "learned velocity by " + lr.get("transport", "the transport") + "; "
+                        "'res. error' the largest resolution error)")
             if res.get("summary"):
                 console.say(lr["statement"])
         console.say(res["statement"])

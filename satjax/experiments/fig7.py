@@ -73,13 +73,13 @@ def _learned_model(label, proto, data, pert, k, cfg_kwargs, transport, n_time, p
     return m
 
 
-def _learned(protos, g_values, data, pert, k_seeds, b, grid, n_time, paths, folder, quick,
+def _learned(protos, g_values, data, pert, k_seeds, b, transport, n_time, paths, folder, quick,
              tick) -> dict:
     models = []
     for g in g_values:
         label = f"g={g:g}"
         for k in range(k_seeds):
-            models.append(_learned_model(label, protos[label], data, pert, k, b, grid, n_time,
+            models.append(_learned_model(label, protos[label], data, pert, k, b, transport, n_time,
                                          paths[label], folder, quick))
             tick()
     return learned_summary(models, g_values)
@@ -156,7 +156,7 @@ def run(*, quick: bool = False, tau: float = 3.0, h: float = 1.1, t_fin: float =
     # the rotating force: the deterministic 2-D density grid (docs/theory.md §6.4); the OT
     # protocol's kernel velocity: particles over seeds
     grid = DensityGrid(n=32) if quick else DensityGrid()
-    learned_grid = Atoms(n=128, n_batches=2, n_steps=48, n_save=8) if quick else Atoms()
+    learned_tr = Atoms(n=128, n_batches=2, n_steps=48, n_save=8) if quick else Atoms()
     jobs = [(label, s) for label in protos for s in range(1 if label != "ot" else ot_seeds)] \
         if exact_mode else []
     b = budget(quick, train_steps)
@@ -220,8 +220,9 @@ def run(*, quick: bool = False, tau: float = 3.0, h: float = 1.1, t_fin: float =
                        f"{noise:.3g} (exact dynamics with a rotation-invariant start give the "
                        "same eta for every g); paper: 9.301e-2, 3.430e-1, 5.615e-1"))
     if learned_mode:
-        out["learned"] = _learned(protos, tuple(g_values), data, pert, k_seeds, b, learned_grid,
+        out["learned"] = _learned(protos, tuple(g_values), data, pert, k_seeds, b, learned_tr,
                                   n_time, paths, folder, quick, tick)
+        out["learned"]["transport"] = learned_tr.method
         if not exact_mode:
             out["statement"] = out["learned"]["statement"]
     out["all_verdicts_hold"] = bool(all(s == "holds" for c in cases for s in c["holds"].values()))
@@ -236,7 +237,7 @@ def run(*, quick: bool = False, tau: float = 3.0, h: float = 1.1, t_fin: float =
         "quick": quick, "dynamics": dynamics,
         "learned": ({"models_per_g": k_seeds, "loss": "cfm", "budget": b, "dtype": "float64",
                      "seed_of_model_k": "PRNGKey(k), the same for every g (paired)",
-                     "transport": learned_grid.method + " with the learned velocity"}
+                     "transport": learned_tr.method + " with the learned velocity"}
                     if learned_mode else None),
         "source_of_settings": "h, T_fin and the start from a reading of the paper "
                               "(docs/reproduction.md); tau chosen"}
