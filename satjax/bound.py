@@ -1055,7 +1055,7 @@ def cdf_context(protocol, data, perturbations) -> dict:
                 continuous=all(p.start(p_end).density_jumps() is None for p in perts))
 
 
-# the density-grid and particle transports refuse to start beyond this estimated peak memory
+# the density-grid, atom and particle transports refuse to start beyond this estimated peak memory
 BUDGET_BYTES = 6 << 30
 # "auto" takes the atom transport up to this dimension (its ODE carries the exact divergence,
 # d Jacobian-vector products per step); particles above

@@ -354,11 +354,12 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     check_range("--n-time", n_time, 4, 4096)
     check_range("--grad-replicates", grad_replicates, 2, 64)
     names = _grad_names(grad, p_spec)
-    if names and model is not None and specs.data_dim(d_spec) == 2 and transport != "particles" \
-            and samples is None:
-        raise InputError("--grad with --model in 2-D: the density grid's derivatives omit the "
-                         "response of its dual potential to a learned velocity; add "
-                         "--transport particles")
+    dim = specs.data_dim(d_spec)
+    if names and model is not None and transport != "particles" and samples is None \
+            and (transport == "atoms" or (dim is not None and 2 <= dim <= 16)):
+        raise InputError("--grad with --model: the derivatives of the density grid (2-D) and "
+                         "of the atoms (3-16 dimensions) omit the response of their dual "
+                         "potential to a learned velocity; add --transport particles")
     if solver is not None and solver not in ("euler", "heun", "rk4"):
         raise InputError(f"--solver must be euler, heun or rk4; got {solver!r}")
     if ode_steps is not None:
