@@ -376,7 +376,12 @@ def chi2_mc(key, start: Distribution, reference: GaussianMixture, *, n_samples: 
     lt_wide = start.log_prob(mu + (x - mu) / 1.5) - d * math.log(1.5)
     lq = jnp.logaddexp(lt, lt_wide) - math.log(2.0)
     lp = reference.log_prob(x)
-    r = jnp.exp(lp - lq) * jnp.expm1(lt - lp) ** 2
+    # ln|e^z − 1| without overflow (z = ln P̃/P can be hundreds in high dimension)
+    z = lt - lp
+    pos = z > 0
+    zp, zn = jnp.where(pos, z, 1.0), jnp.where(pos, -1.0, z)
+    log_abs = jnp.where(pos, zp + jnp.log1p(-jnp.exp(-zp)), jnp.log(-jnp.expm1(zn)))
+    r = jnp.exp(lp - lq + 2.0 * log_abs)
     return jnp.mean(r), jnp.std(r, ddof=1) / jnp.sqrt(n_samples)
 
 
