@@ -1062,6 +1062,18 @@ BUDGET_BYTES = 6 << 30
 ATOMS_MAX_DIM = 16
 
 
+def _sampled_transport(t, data, key, what: str, change: str):
+    """A particle or atom transport with its key (``key`` where it has none), checked, and
+    refused when its estimated peak memory exceeds ``BUDGET_BYTES``."""
+    t = t if t.key is not None else t.replace(key=key)
+    t.check()
+    need = t.peak_bytes(data.dim)
+    if need > BUDGET_BYTES:
+        raise ValueError(f"{what} need about {need / 2**30:.1f} GB (limit "
+                         f"{BUDGET_BYTES / 2**30:.0f} GB): {change}")
+    return t
+
+
 def resolve_transport(transport, data, velocity, key, particles: Optional[int] = None, *,
                       exact_pairs: bool = False, p_end=None, continuous: bool = True):
     """The transport for ``bound`` (see its ``transport`` argument), checked, with its sizes
@@ -1076,27 +1088,16 @@ def resolve_transport(transport, data, velocity, key, particles: Optional[int] =
                              f"(limit {BUDGET_BYTES / 2**30:.0f} GB): choose a smaller n")
         return t
     if isinstance(transport, Particles):
-        t = transport if transport.key is not None else transport.replace(key=key)
-        t.check()
-        need = t.peak_bytes(data.dim)
-        if need > BUDGET_BYTES:
-            raise ValueError(f"{t.n} particles with {t.n_save} saved times need about "
-                             f"{need / 2**30:.1f} GB (limit {BUDGET_BYTES / 2**30:.0f} GB): use "
-                             "fewer particles or saved times")
-        return t
+        return _sampled_transport(transport, data, key, f"{transport.n} particles with "
+                                  f"{transport.n_save} saved times",
+                                  "use fewer particles or saved times")
     if isinstance(transport, Atoms) or transport == "atoms":
         if data.dim < 2:
             raise ValueError("the atom transport needs data of dimension >= 2 (1-D data have "
                              "the exact CDF transport)")
         t = transport if isinstance(transport, Atoms) else Atoms()
-        t = t if t.key is not None else t.replace(key=key)
-        t.check()
-        need = t.peak_bytes(data.dim)
-        if need > BUDGET_BYTES:
-            raise ValueError(f"{t.n} atoms per batch need about {need / 2**30:.1f} GB (limit "
-                             f"{BUDGET_BYTES / 2**30:.0f} GB): use fewer atoms per batch and "
-                             "more batches")
-        return t
+        return _sampled_transport(t, data, key, f"{t.n} atoms per batch",
+                                  "use fewer atoms per batch and more batches")
     if isinstance(transport, CDF) or transport == "cdf":
         if data.dim != 1 or velocity is not None:
             raise ValueError("the CDF transport needs 1-D data and the exact velocity")
