@@ -6,10 +6,10 @@ before any computation and before anything is written. Exit codes: 0 done; 2 bad
 3 computed, but the relation is vacuous or undefined (reported); 4 numerical failure (NaN, an
 unconverged solver; reported); 130 interrupted; 1 an internal error (a bug: please report it).
 
-Every command takes ``--tau``, ``--x64/--x32``, ``--seed``, ``--json PATH`` (``-``: stdout),
-``--quiet`` and ``--no-cache`` (JAX's persistent compilation cache, on by default, in
-``$SATJAX_CACHE_DIR`` or ``~/.cache/satjax``; ``SATJAX_NO_CACHE=1`` turns it off like
-``--no-cache``).
+Every command takes ``--json PATH`` (``-``: stdout) and ``--quiet``; all but ``measure`` and
+``bench`` take ``--x64/--x32``, ``--seed`` and ``--no-cache`` (JAX's persistent compilation
+cache, on by default, in ``$SATJAX_CACHE_DIR`` or ``~/.cache/satjax``; ``SATJAX_NO_CACHE=1``
+turns it off like ``--no-cache``), and the commands that build a protocol take ``--tau``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ app = typer.Typer(
 
 Tau = Annotated[float, typer.Option("--tau", help="Protocol duration tau > 0.")]
 CACHE_MAX_BYTES = 2 << 30  # the compilation cache evicts least recently used entries beyond it
-X64 = Annotated[bool, typer.Option("--x64/--x32", help="Compute in float64 (default) or float32.")]
+X64 = Annotated[bool, typer.Option("--x64/--x32", help="Compute in float64 or float32.")]
 Seed = Annotated[int, typer.Option("--seed", help="PRNG seed, 0 ... 2^32 - 1.")]
 JsonOut = Annotated[Optional[str], typer.Option("--json", help="Write results as JSON to PATH ('-': stdout).")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
@@ -296,7 +296,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
           allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Use --model with other data or protocol than it was trained on.")] = False,
           transport: Annotated[str, typer.Option("--transport", help="auto | grid | atoms | particles: how the perturbed path is carried (auto: exact CDFs in 1-D, the density grid in 2-D, importance-weighted atoms in 3-16 dimensions, also with --model; particles above 16 dimensions or in 1-D with --model).")] = "auto",
           grid_n: Annotated[Optional[int], typer.Option("--grid-n", help="Density grid: cells per side (even; default from the data's narrowest component, 32-128).")] = None,
-          samples: Annotated[Optional[int], typer.Option("--samples", help="Particles per transported set (forces particles; default 1000).")] = None,
+          samples: Annotated[Optional[int], typer.Option("--samples", help="Particles per transported set (forces particles; default 1000, 4000 in 1-D).")] = None,
           atoms: Annotated[Optional[int], typer.Option("--atoms", help="Atoms per batch of the atom transport (a multiple of 4; a power of two keeps the halves quasi-Monte-Carlo nets; forces atoms; default 1024).")] = None,
           batches: Annotated[Optional[int], typer.Option("--batches", help="Independent batches of the atom transport, for its standard error (forces atoms; default 8).")] = None,
           n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 48,
