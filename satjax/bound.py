@@ -792,6 +792,12 @@ def _atom_batch(protocol, data, start, transport: Atoms, velocity, key):
     return on(np.arange(n)), (on(first), on(second))
 
 
+def atoms_error_factor(dim: int) -> float:
+    """1/(2^(1/d) − 1), d = max(dim, 2): the bias of an empirical W_1 falls at least as n^(−1/d),
+    so the change from n/2 to n atoms times this factor bounds the bias left at n (§6.5)."""
+    return 1.0 / (2.0 ** (1.0 / max(dim, 2)) - 1.0)
+
+
 def _atoms_route(protocol, data, start, transport: Atoms, D0, velocity=None, est=None,
                  pc=None):
     """η, ΔW_1, c_1 and the W_1 curve by importance-weighted atoms: means over the batches
@@ -816,9 +822,7 @@ def _atoms_route(protocol, data, start, transport: Atoms, D0, velocity=None, est
     rate, rate_se = _mean_se(rate_b.T)
     W1_half = jnp.mean(stack(halves, "W1"), 0)
     rate_half = jnp.mean(stack(halves, "rate"), 0)
-    # the bias of an empirical W_1 falls at least as n^(−1/d) (n^(−1/2) in 2-D), so the change
-    # from n/2 to n times 1/(2^(1/d) − 1) bounds the bias left at n
-    grow = 1.0 / (2.0 ** (1.0 / max(data.dim, 2)) - 1.0)
+    grow = atoms_error_factor(data.dim)
     w = _trapezoid_weights(ts)
     c1 = w @ rate**2 / D0.value
     # c_1 of the mean rate; its standard error by the delta method over the batches
@@ -837,13 +841,13 @@ def _atoms_route(protocol, data, start, transport: Atoms, D0, velocity=None, est
          f"{grow:.2f} (bias ∝ n^(−1/{max(data.dim, 2)}))"
          + (", learned velocity" if learned else ""))
 
-    def est_(v, se, e):
-        return Estimate(value=v + bad, stderr=se, error=e, method=m)
+    def est_(v, se, e, coarse=None):
+        return Estimate(value=v + bad, stderr=se, error=e, method=m, coarse=coarse)
 
     v_loss_sq = rate**2 / D0.value
     v_se = jnp.sqrt((2 * rate * rate_se / D0.value) ** 2 + (v_loss_sq * D0.stderr / D0.value) ** 2)
     out = dict(t=ts, W1=W1 + bad, t_rate=ts, v_loss_sq=v_loss_sq + bad, v_loss_sq_stderr=v_se,
-               c1=est_(c1, c1_se, c1_err), dW1=est_(dW1, dW1_se, dW1_err),
+               c1=est_(c1, c1_se, c1_err), dW1=est_(dW1, dW1_se, dW1_err, W1_half[0] - W1_half[-1]),
                W1_start=est_(W1[-1], W1_se[-1], W1_err[-1]),
                W1_end=est_(W1[0], W1_se[0], W1_err[0]))
     if learned:
@@ -924,7 +928,8 @@ def bound_kernel(protocol, data, perturbation, velocity, est, transport, n_time:
                       + (eta_v * D0.stderr / D0.value) ** 2)
     method = transport.method
     eta = Estimate(value=eta_v, stderr=eta_se,
-                   error=2 * jnp.abs(dW1.value) * dW1.error / (tau * D0.value), method=method)
+                   error=2 * jnp.abs(dW1.value) * dW1.error / (tau * D0.value), method=method,
+                   coarse=None if dW1.coarse is None else dW1.coarse**2 / (tau * D0.value))
     return BoundResult(eta=eta, c2=pc.c2, wD=pc.wD, D0=D0, conservative=conservative,
                        method=f"{method}; path: {est.method}",
                        c2_wD_covariance=pc.c2_wD_covariance, **parts)
@@ -1144,6 +1149,6 @@ def pearson_along_flow(protocol, data, perturbation: PT.Perturbation, t, *,
     return w @ r**2 - 1.0
 
 
-__all__ = ["BoundResult", "CDFFrame", "Eq100", "GridPass", "bound", "bound_kernel", "cdf_context",
+__all__ = ["BoundResult", "CDFFrame", "Eq100", "GridPass", "atoms_error_factor", "bound", "bound_kernel", "cdf_context",
            "cdf_frame", "frame_layout", "grid_times", "particles_exact", "pearson_along_flow",
            "resolve_transport"]

@@ -41,6 +41,9 @@ class Estimate(Node):
         "closed-form".
       kind: "point", or "lower"/"upper" for a one-sided (biased) estimator.
       upper: for a lower estimate with a known upper bound (c_2 ≤ w_D), that bound; else None.
+      coarse: the value at the coarser resolution that ``error`` is derived from, where the
+        route records it (importance-weighted atoms: the n/2 halves of each batch), so that a
+        difference of two estimates gets its own resolution error; else None.
     """
 
     value: jax.Array
@@ -49,6 +52,7 @@ class Estimate(Node):
     method: str = struct.field(pytree_node=False, default="closed-form")
     kind: str = struct.field(pytree_node=False, default="point")
     upper: Optional[jax.Array] = None
+    coarse: Optional[jax.Array] = None
 
     @classmethod
     def exact(cls, value, method: str = "closed-form") -> "Estimate":
@@ -68,13 +72,16 @@ class Estimate(Node):
         return not (math.isfinite(v) and u > 0 and u >= abs(v))
 
     def to_json(self, name: str) -> dict:
-        """{name, name_stderr, name_error, name_method[, name_kind, name_upper]} (strict JSON)."""
+        """{name, name_stderr, name_error, name_method[, name_kind, name_upper, name_coarse]}
+        (strict JSON)."""
         out = {name: finite_or_none(self.value), f"{name}_stderr": finite_or_none(self.stderr),
                f"{name}_error": finite_or_none(self.error), f"{name}_method": self.method}
         if self.kind != "point":
             out[f"{name}_kind"] = self.kind
         if self.upper is not None:
             out[f"{name}_upper"] = finite_or_none(self.upper)
+        if self.coarse is not None:
+            out[f"{name}_coarse"] = finite_or_none(self.coarse)
         status = number_status(self.value)
         if status != "finite":
             out[f"{name}_status"] = status

@@ -83,10 +83,11 @@ def _tables(name, res, console):
             console.table([(k, v["n_seeds"], pm_l(v, "eta"),
                             f"{v['eta_resolution_error']:.1g}", pm_l(v, "dW1"), pm_l(v, "c1"),
                             _pm(v["eq100_L_alpha"], v["eq100_L_alpha_stderr"]),
-                            _pm(v["W1_to_data"], v["W1_to_data_stderr"]))
+                            _pm(v["W1_to_data"], v["W1_to_data_stderr"]),
+                            _pm(v["wD"], v["wD_stderr"]) if "wD" in v else "not measured")
                            for k, v in lr["summary"].items()],
                           ["learned", "models", "eta ± se", "res. error", "dW1 ± se", "c1 ± se",
-                           "L_alpha ± se", "W1 to data ± se"])
+                           "L_alpha ± se", "W1 to data ± se", "wD of the flow ± se"])
             console.say("learned: mean ± s.e. over the trained models (each measured with its "
                         "learned velocity by " + lr.get("transport", "the transport") + "; "
                         "'res. error' the largest resolution error)")
