@@ -560,8 +560,10 @@ class GridPass(Node):
     """One resolution of the density-grid transport: saved times ``ts`` (0 → τ), W_1 and its
     rate there, the ODE check ``ode_w1`` = W_1(q, the flowed P_τ) at t = 0 (exact velocity),
     the masses of q and p inside the box, whether every linear program converged, with a
-    learned velocity D_t = χ²(P̃_t ‖ P_t) (``D``, else empty), and the largest diameter of the
-    moving cells ``diam``."""
+    learned velocity D_t = χ²(P̃_t ‖ P_t) (``D``, else empty), the largest diameter of the
+    moving cells ``diam``, and the linear programs' own errors of W_1 and of its rate
+    (``W1_lp_error``, ``rate_lp_error``: 0 for the exact program, the Sinkhorn bracket's
+    half-width and rate change otherwise)."""
 
     ts: jax.Array
     W1: jax.Array
@@ -572,6 +574,8 @@ class GridPass(Node):
     converged: jax.Array
     D: jax.Array
     diam: jax.Array
+    W1_lp_error: jax.Array
+    rate_lp_error: jax.Array
 
 
 @jax.jit
@@ -603,7 +607,7 @@ def _flow_atoms(fld, pts, ts, n_steps: int, solver: str):
 
 
 def _weighted_pass(protocol, data, start, p_end, xs, ells, ts, log_w, ode_check: bool,
-                   velocity=None) -> GridPass:
+                   velocity=None, lp: str = "simplex") -> GridPass:
     """W_1(P_t, P̃_t) and its rate at the saved times ``ts`` between two weightings of the same
     moving atoms ``xs`` (one array per saved time, log-volume increments ``ells``), each atom
     of quadrature weight exp(``log_w``) at t = 0: q's mass q(x)·w, p's P̃_τ(X_τ) e^ℓ·w, fixed
@@ -617,16 +621,16 @@ def _weighted_pass(protocol, data, start, p_end, xs, ells, ts, log_w, ode_check:
     q = jnp.exp(log_w + data.log_prob(pts))
     log_p = log_w + start.log_prob(x_tau) + ell
     p = jnp.exp(log_p)
-    W1, rate, ok, masses, D = [], [], [], [], []
+    W1, rate, ok, masses, D, W1_e, rate_e = [], [], [], [], [], [], []
     for k in range(ts.shape[0]):
         if velocity is None:  # P_t's mass is conserved along the exact flow
-            w, r, c = atoms.w1_same_atoms(xs[k], q, p, exact.batch(xs[k], ts[k]))
+            w, r, c, we, re = atoms.w1_same_atoms(xs[k], q, p, exact.batch(xs[k], ts[k]), lp=lp)
             masses.append(jnp.sum(q))
         else:
             log_a, a_rate, v = _moving_cell_masses(protocol, data, velocity, xs[k], ells[k],
                                                    ts[k], log_w)
             a = jnp.exp(log_a)
-            w, r, c = atoms.w1_same_atoms(xs[k], a, p, v, a_rate=a_rate)
+            w, r, c, we, re = atoms.w1_same_atoms(xs[k], a, p, v, a_rate=a_rate, lp=lp)
             masses.append(jnp.sum(a))
             # χ² = Σ a (p/a − 1)² of the normalised masses, in logs (a may underflow where p
             # does not)
@@ -636,17 +640,21 @@ def _weighted_pass(protocol, data, start, p_end, xs, ells, ts, log_w, ode_check:
         W1.append(w)
         rate.append(r)
         ok.append(c)
+        W1_e.append(we)
+        rate_e.append(re)
     ode_w1 = jnp.zeros((), pts.dtype)
     if ode_check and velocity is None:  # the same flow applied to P_τ must give q
         q_flowed = jnp.exp(log_w + p_end.log_prob(x_tau) + ell)
-        ode_w1, _, c = atoms.w1_same_atoms(pts, q, q_flowed)
+        ode_w1, _, c, we, _ = atoms.w1_same_atoms(pts, q, q_flowed, lp=lp)
+        ode_w1 = ode_w1 + we
         ok.append(c)
     spans = jnp.stack([jnp.max(x, 0) - jnp.min(x, 0) for x in xs])
     return GridPass(ts=ts, W1=jnp.stack(W1), rate=jnp.stack(rate), ode_w1=ode_w1,
                     mass_q=masses[0], mass_p=jnp.sum(p),
                     converged=jnp.min(jnp.stack(ok)),
                     D=jnp.stack(D) if D else jnp.zeros((0,), pts.dtype),
-                    diam=jnp.max(jnp.sqrt(jnp.sum(spans**2, -1))))
+                    diam=jnp.max(jnp.sqrt(jnp.sum(spans**2, -1))),
+                    W1_lp_error=jnp.stack(W1_e), rate_lp_error=jnp.stack(rate_e))
 
 
 def _grid_pass(protocol, data, start, p_end, transport: DensityGrid, n: int,
@@ -782,7 +790,7 @@ def _atom_batch(protocol, data, start, transport: Atoms, velocity, key):
     def on(idx):
         return _weighted_pass(protocol, data, start, p_end, [x[idx] for x in xs],
                               [e[idx] for e in ells], ts, log_w[idx] + math.log(n / idx.size),
-                              False, velocity)
+                              False, velocity, transport.lp_used)
 
     if not transport.check_half:
         return on(np.arange(n)), ()
@@ -835,6 +843,13 @@ def _atoms_route(protocol, data, start, transport: Atoms, D0, velocity=None, est
     dW1, dW1_se = _mean_se(dW1_b)
     dW1_err = grow * jnp.abs(dW1 - (W1_half[0] - W1_half[-1]))
     W1_err = grow * jnp.abs(W1 - W1_half)
+    # the linear programs' own errors (0 for the exact one; the Sinkhorn bracket's half-width
+    # and the change of its rate at 3 ε), mean over the batches
+    W1_lp = jnp.mean(stack(full, "W1_lp_error"), 0)
+    rate_lp = jnp.mean(stack(full, "rate_lp_error"), 0)
+    W1_err = W1_err + W1_lp
+    dW1_err = dW1_err + W1_lp[0] + W1_lp[-1]
+    c1_err = c1_err + w @ (2 * jnp.abs(rate) * rate_lp + rate_lp**2) / D0.value
     ok = jnp.min(stack(full + halves, "converged"))
     bad = jnp.where(ok > 0, 0.0, jnp.nan)
     m = (f"{transport.method}; stderr over batches; error: change from n/2 atoms × "

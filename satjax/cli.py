@@ -299,6 +299,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
           samples: Annotated[Optional[int], typer.Option("--samples", help="Particles per transported set (forces particles; default 1000, 4000 in 1-D).")] = None,
           atoms: Annotated[Optional[int], typer.Option("--atoms", help="Atoms per batch of the atom transport (a multiple of 4; a power of two keeps the halves quasi-Monte-Carlo nets; forces atoms; default 1024).")] = None,
           batches: Annotated[Optional[int], typer.Option("--batches", help="Independent batches of the atom transport, for its standard error (forces atoms; default 8).")] = None,
+          lp: Annotated[Optional[str], typer.Option("--lp", help="The atom transport's linear program: auto | simplex | sinkhorn (simplex: exact, POT on the host; sinkhorn: a certified bracket on the device, no host callback, no derivatives; auto: simplex on CPU, sinkhorn on accelerators, simplex for --grad; forces atoms).")] = None,
           n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 48,
           grad: Annotated[Optional[str], typer.Option("--grad", help="NAME[,NAME]: derivatives of eta, c1, c2 w.r.t. protocol parameters.")] = None,
           grad_replicates: Annotated[int, typer.Option("--grad-replicates", help="Independent draws for the standard error of --grad (particle route).")] = 4,
@@ -316,7 +317,8 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
                          f"{transport!r}")
     particle_opts = [o for o, v in (("--samples", samples), ("--solver", solver),
                                     ("--ode-steps", ode_steps)) if v is not None]
-    atom_opts = [o for o, v in (("--atoms", atoms), ("--batches", batches)) if v is not None]
+    atom_opts = [o for o, v in (("--atoms", atoms), ("--batches", batches), ("--lp", lp))
+                 if v is not None]
     if transport == "grid" and particle_opts:
         raise InputError(f"{', '.join(particle_opts)} set the particle transport; "
                          "--transport grid takes --grid-n")
@@ -325,7 +327,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
                          "with --transport grid/particles, --grid-n, --samples, --solver or "
                          "--ode-steps")
     if transport == "atoms" and (particle_opts or grid_n is not None):
-        raise InputError("--transport atoms takes --atoms and --batches, not --samples, "
+        raise InputError("--transport atoms takes --atoms, --batches and --lp, not --samples, "
                          "--solver, --ode-steps or --grid-n")
     if atoms is not None:
         check_range("--atoms", atoms, 16, 65_536)
@@ -334,6 +336,10 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
                              f"got {atoms}")
     if batches is not None:
         check_range("--batches", batches, 2, 1024)
+    if lp is not None and lp not in ("auto", "simplex", "sinkhorn"):
+        raise InputError(f"--lp must be auto, simplex or sinkhorn; got {lp!r}")
+    if lp == "sinkhorn" and grad is not None:
+        raise InputError("--lp sinkhorn carries no derivatives; --grad needs --lp simplex or auto")
     if atom_opts:
         transport = "atoms"
     if transport == "atoms" and specs.data_dim(d_spec) == 1:
@@ -387,7 +393,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
 
         # no key: bound draws the atoms from its own key, so --grad's first replicate
         # differentiates the value's atoms
-        transport = Atoms(n=atoms or 1024, n_batches=batches or 8)
+        transport = Atoms(n=atoms or 1024, n_batches=batches or 8, lp=lp or "auto")
     elif solver is not None or ode_steps is not None:
         from satjax.estimators import Particles
 
@@ -498,8 +504,8 @@ def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicat
             **B.cdf_context(p, d, pert))
         if isinstance(tr, DensityGrid):  # the value's n/2 check is not differentiated
             tr = tr.replace(check_coarse=False)
-        if isinstance(tr, Atoms):  # the value's n/2 check is not differentiated
-            tr = tr.replace(check_half=False)
+        if isinstance(tr, Atoms):  # the value's n/2 check is not differentiated; derivatives
+            tr = tr.replace(check_half=False, lp="simplex")  # need the exact linear program
 
         def outputs(th):
             r = B.bound_kernel(p.replace(**{fields[n]: v for n, v in th.items()}), d, pert,

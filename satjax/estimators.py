@@ -366,6 +366,10 @@ class Atoms(Node):
     n/2 atoms (same atoms: the change measures the bias, not the noise), times
     1/(2^(1/d) − 1) (the bias of an empirical W_1 falls at least as n^(−1/d); d = 2 in 2-D);
     ``check_half`` False skips the halves (no resolution error). ``key`` draws the atoms.
+    ``lp``: the linear program (:func:`satjax.geometry.atoms.w1_same_atoms`): "simplex"
+    (exact, POT on the host, differentiable), "sinkhorn" (a certified bracket on the device,
+    ott-jax, no host callback, no derivative; its half-width and rate change join the errors),
+    or "auto" (simplex on CPU, sinkhorn on accelerators).
     """
 
     n: int = struct.field(pytree_node=False, default=1024)
@@ -375,19 +379,29 @@ class Atoms(Node):
     solver: str = struct.field(pytree_node=False, default="rk4")
     check_half: bool = struct.field(pytree_node=False, default=True)
     key: Optional[jax.Array] = None
+    lp: str = struct.field(pytree_node=False, default="auto")
+
+    @property
+    def lp_used(self) -> str:
+        """The linear program this transport runs ("auto" resolved for the JAX backend)."""
+        from satjax.geometry import atoms
+
+        return atoms.default_lp() if self.lp == "auto" else self.lp
 
     @property
     def method(self) -> str:
+        lp = ("exact LP (network simplex, host)" if self.lp_used == "simplex" else
+              "Sinkhorn bracket (ott-jax, on device; error: half-width, rate change at 3 eps)")
         return (f"importance-weighted atoms ({self.n_batches} batches of n={self.n}, "
-                f"{self.solver} × {self.n_steps}, W1 by exact LP on the flowed atoms)")
+                f"{self.solver} × {self.n_steps}, W1 by {lp} on the flowed atoms)")
 
     def peak_bytes(self, dim: int) -> int:
         """Estimated peak memory: one batch's atoms at every saved time with their solver
-        stages, and one exact linear program over its atoms
-        (:func:`satjax.geometry.atoms.lp_bytes`)."""
+        stages, and one linear program over its atoms (:func:`satjax.geometry.atoms.lp_bytes`)."""
         from satjax.geometry import atoms
 
-        return atoms.lp_bytes(self.n) + 8 * self.n * (dim + 1) * (self.n_save + 1) * 8
+        return (atoms.lp_bytes(self.n, self.lp_used, dim)
+                + 8 * self.n * (dim + 1) * (self.n_save + 1) * 8)
 
     def check(self) -> None:
         if self.key is None:
@@ -403,6 +417,8 @@ class Atoms(Node):
                              f"`n_save` ({self.n_save})")
         if self.solver not in ("euler", "heun", "rk4"):
             raise ValueError(f"`solver` must be euler, heun or rk4; got {self.solver!r}")
+        if self.lp not in ("auto", "simplex", "sinkhorn"):
+            raise ValueError(f"`lp` must be auto, simplex or sinkhorn; got {self.lp!r}")
 
 
 class DensityGrid(Node):

@@ -30,7 +30,7 @@ def test_translation_by_one_cell_is_the_cell_width():
     img = np.zeros((n, n))
     img[2:8, 3:9] = rng.uniform(0.5, 1.5, (6, 6))
     a, b = img.ravel(), np.roll(img, 1, axis=0).ravel()
-    w, _, ok = atoms.w1_same_atoms(jnp.asarray(x), jnp.asarray(a), jnp.asarray(b))
+    w, _, ok, _, _ = atoms.w1_same_atoms(jnp.asarray(x), jnp.asarray(a), jnp.asarray(b))
     assert float(ok) == 1.0
     assert float(w) == pytest.approx(h, rel=1e-12)
 
@@ -49,7 +49,7 @@ def test_against_scipy_linprog_and_the_dilation_rate():
     m = len(a)
     A = np.vstack([np.kron(np.eye(m), np.ones(m)), np.kron(np.ones(m), np.eye(m))])
     ref = linprog(C.ravel(), A_eq=A, b_eq=np.concatenate([an, bn]), method="highs").fun
-    w, rate, ok = atoms.w1_same_atoms(jnp.asarray(x), jnp.asarray(a), jnp.asarray(b),
+    w, rate, ok, _, _ = atoms.w1_same_atoms(jnp.asarray(x), jnp.asarray(a), jnp.asarray(b),
                                       0.7 * jnp.asarray(x))
     assert float(w) == pytest.approx(ref, rel=1e-10)
     assert float(rate) == pytest.approx(0.7 * ref, rel=1e-10)
@@ -66,7 +66,7 @@ def test_envelope_gradient_matches_central_differences():
     dx, da = jnp.asarray(rng.normal(size=(25, 2))), jnp.asarray(rng.normal(size=25))
 
     def f(s):
-        w, rate, _ = atoms.w1_same_atoms(x + s * dx, a + 0.1 * s * da, b, v)
+        w, rate, _, _, _ = atoms.w1_same_atoms(x + s * dx, a + 0.1 * s * da, b, v)
         return jnp.stack([w, rate])
 
     g = np.asarray(jax.jacrev(f)(0.0))

@@ -1,4 +1,5 @@
-"""W_1 between two weightings of the same atoms, exactly, with its time derivative and gradient.
+"""W_1 between two weightings of the same atoms, with its time derivative and gradient: exactly
+(network simplex, host) or bracketed on the device (Sinkhorn).
 
 The Lagrangian density transport of the n-D speed-accuracy relation (docs/theory.md §6.4)
 carries the cells of a grid at t = 0 along the probability-flow ODE: at time t both P_t and
@@ -12,12 +13,20 @@ ones, so that W_1 = Σ φ_i (a_i − b_i)), the envelope theorem gives
 
     W_1 = Σ_k π_k |x_{i_k} − x_{j_k}|,   dW_1 = Σ_k π_k d|x_{i_k} − x_{j_k}| + Σ_i φ_i d(a_i − b_i),
 
-so :func:`w1_same_atoms` returns a value whose JAX derivative with respect to the atoms and
+so :func:`w1_same_atoms` (``lp="simplex"``) returns a value whose JAX derivative with respect to the atoms and
 the masses is that of the linear program (exact wherever the optimal basis is locally unique),
 and the rate dW_1/dt = Σ_k π_k r_k, r_k = (x_i − x_j)·(v_i − v_j)/|x_i − x_j|, when the atoms
 move with velocities v at fixed masses. On a fixed basis π is linear in the masses, so
 Σ_k π_k r_k = Σ_i Ψ_i (a − b)_i with Ψ_i − Ψ_j = r_k on the basis arcs (the tree potentials
 of r); the rate's derivative then holds both Σ π dr and Σ Ψ d(a − b).
+
+``lp="sinkhorn"`` solves the same program on the device, without a host callback
+(:func:`satjax.geometry.distances.w1_bracket`, ott-jax): W_1 is the midpoint of a certified
+bracket (a rounded feasible plan above, a c-transformed dual below) and its error the
+half-width; the rate is Σ π r of the rounded entropic plan, its error the change from a solve at
+3 ε (the rate of an entropic plan converges to the exact one only as ε → 0: 0.5-2 % off at the
+default ε, ``benchmarks/lp_device.py``). It carries no derivative (the rate's dependence on the
+masses through the plan is not available): differentiating it raises.
 """
 
 from __future__ import annotations
@@ -26,13 +35,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from satjax.geometry import distances
+
+# the linear programs: exact network simplex (POT, host) or the Sinkhorn bracket (on device)
+LPS = ("simplex", "sinkhorn")
+
 # atoms whose |a − b| is below this fraction of the largest are left out of the program
 RELATIVE_CUTOFF = 1e-13
 
 
-def lp_bytes(n_atoms: int) -> int:
-    """Peak host memory of one program over ``n_atoms`` atoms (worst case: half positive, half
-    negative; the cost matrix and the dense plan, 8 bytes each)."""
+def lp_bytes(n_atoms: int, lp: str = "simplex", dim: int = 2) -> int:
+    """Peak memory of one program over ``n_atoms`` atoms. Simplex (host): the cost matrix and
+    the dense plan between the positive and negative atoms (worst case half and half), 8 bytes
+    each. Sinkhorn (device): about 8 + 2·``dim`` dense N × N arrays (differences, distances,
+    kernel, plans, pair rates)."""
+    if lp == "sinkhorn":
+        return 8 * (8 + 2 * dim) * n_atoms * n_atoms
     half = (n_atoms + 1) // 2
     return 2 * 8 * half * half
 
@@ -121,12 +139,73 @@ def optimal_plan(x, a, b):
     return jax.pure_callback(_plan_host, shapes, sg(x), sg(a), sg(b))
 
 
-def w1_same_atoms(x, a, b, v=None, a_rate=None):
-    """W_1 between the weightings ``a`` and ``b`` (N,) of atoms ``x`` (N, d) (each normalised),
-    differentiable (envelope theorem, module docstring); with velocities ``v`` (N, d) also
-    dW_1/dt, at fixed masses or, with ``a_rate`` (N,) = da/dt, with ``a`` changing too (the
-    envelope term Σ φ_i d/dt(a_i/Σa); its derivative omits that of φ). Returns (W_1, rate or
-    None, converged)."""
+def default_lp() -> str:
+    """The linear program "auto" takes: the exact network simplex on CPU (there 15-60 times
+    faster than the Sinkhorn bracket at 512-1024 atoms, ``benchmarks/lp_device.py``), the
+    Sinkhorn bracket on accelerators (no host callback)."""
+    return "simplex" if jax.default_backend() == "cpu" else "sinkhorn"
+
+
+@jax.custom_jvp
+def _no_derivative(z):
+    return z
+
+
+@_no_derivative.defjvp
+def _no_derivative_jvp(primals, tangents):
+    raise NotImplementedError(
+        "W_1 by the Sinkhorn bracket (lp='sinkhorn') carries no derivative: the rate's "
+        "dependence on the masses through an entropic plan is not available; differentiate "
+        "with lp='simplex' (the exact linear program)")
+
+
+def _pair_rates(x, v):
+    """r_ij = (x_i − x_j)·(v_i − v_j)/|x_i − x_j| (N, N), 0 on the diagonal."""
+    diff = x[:, None] - x[None]
+    dist = jnp.sqrt(jnp.sum(diff**2, -1))
+    r = jnp.sum(diff * (v[:, None] - v[None]), -1)
+    return jnp.where(dist > 0, r / jnp.where(dist > 0, dist, 1.0), 0.0)
+
+
+def _w1_bracketed(x, a, b, v, a_rate):
+    """The ``lp="sinkhorn"`` branch of :func:`w1_same_atoms` (module docstring)."""
+    x, a, b = _no_derivative(x), _no_derivative(a), _no_derivative(b)
+    d = a / jnp.sum(a) - b / jnp.sum(b)
+    mu, nu = jnp.maximum(d, 0.0), jnp.maximum(-d, 0.0)
+    s = jnp.sum(mu)
+    s_safe = jnp.maximum(s, jnp.finfo(d.dtype).tiny)
+    br = distances.w1_bracket(x, x, mu / s_safe, nu / s_safe)
+    w1 = s * (br.lower + br.upper) / 2
+    err = s * (br.upper - br.lower) / 2
+    ok = jnp.where(jnp.isfinite(w1) & jnp.isfinite(err), 1.0, 0.0)
+    rate, rate_err = None, jnp.zeros_like(w1)
+    if v is not None:
+        r = _pair_rates(x, _no_derivative(v))
+        rate = s * jnp.sum(br.plan * r)
+        coarse = distances.w1_bracket(x, x, mu / s_safe, nu / s_safe,
+                                      relative_epsilon=3 * distances.W1_BRACKET_RELATIVE_EPSILON)
+        rate_err = jnp.abs(rate - s * jnp.sum(coarse.plan * r))
+        if a_rate is not None:  # the envelope term Σ Φ_i d/dt(a_i/Σa), Φ the dual potential
+            a_rate = _no_derivative(a_rate)
+            pot = jnp.where(d >= 0, br.phi, -br.psi)
+            A = jnp.sum(a)
+            rate = rate + pot @ (a_rate / A - a * jnp.sum(a_rate) / A**2)
+    return w1, rate, ok, err, rate_err
+
+
+def w1_same_atoms(x, a, b, v=None, a_rate=None, *, lp: str = "simplex"):
+    """W_1 between the weightings ``a`` and ``b`` (N,) of atoms ``x`` (N, d) (each normalised);
+    with velocities ``v`` (N, d) also dW_1/dt, at fixed masses or, with ``a_rate`` (N,) =
+    da/dt, with ``a`` changing too (the envelope term Σ φ_i d/dt(a_i/Σa)).
+
+    ``lp``: "simplex", the exact program on the host, differentiable (envelope theorem, module
+    docstring; the rate's derivative omits that of φ); or "sinkhorn", a certified bracket on the
+    device without derivative. Returns (W_1, rate or None, converged, W_1's error, the rate's
+    error); the errors are 0 for the exact program."""
+    if lp not in LPS:
+        raise ValueError(f"`lp` must be one of {LPS}; got {lp!r}")
+    if lp == "sinkhorn":
+        return _w1_bracketed(x, a, b, v, a_rate)
     i, j, pi, phi, ok = optimal_plan(x, a, b)
     diff = x[i] - x[j]
     dist = jnp.sqrt(jnp.sum(diff**2, -1) + 1e-300)
@@ -142,7 +221,8 @@ def w1_same_atoms(x, a, b, v=None, a_rate=None):
         if a_rate is not None:
             A = jnp.sum(a)
             rate = rate + phi @ (a_rate / A - a * jnp.sum(a_rate) / A**2)
-    return w1, rate, ok
+    z = jnp.zeros_like(w1)
+    return w1, rate, ok, z, z
 
 
-__all__ = ["RELATIVE_CUTOFF", "lp_bytes", "optimal_plan", "w1_same_atoms"]
+__all__ = ["LPS", "RELATIVE_CUTOFF", "default_lp", "lp_bytes", "optimal_plan", "w1_same_atoms"]

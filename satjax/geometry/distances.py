@@ -45,7 +45,8 @@ __all__ = [
     "monotone_map", "w2_squared_1d", "wasserstein_1d", "wasserstein_1d_samples",
     "w2_squared_gaussian",
     "EntropicPotentials", "entropic_potentials", "ot_assignment", "ot_cost", "ot_plan",
-    "sinkhorn_divergence", "w1_samples", "w2_samples",
+    "sinkhorn_divergence", "W1Bracket", "w1_bracket", "W1_BRACKET_RELATIVE_EPSILON",
+    "w1_samples", "w2_samples",
 ]
 
 # ====================================================================== 1-D Gaussian mixtures
@@ -729,6 +730,72 @@ def _entropic_potentials(x, y, a, b, epsilon, threshold, max_iterations):
     error = out.errors[jnp.maximum(n_recorded - 1, 0)]
     ok = out.converged & jnp.all(jnp.isfinite(out.f)) & jnp.all(jnp.isfinite(out.g))
     return EntropicPotentials(f=out.f, g=out.g, epsilon=epsilon, converged=ok, error=error)
+
+
+class W1Bracket(Node):
+    """A certified bracket ``lower`` ≤ W_1 ≤ ``upper`` from one entropic solve (see
+    :func:`w1_bracket`), with the feasible ``plan`` (n, m) whose cost is ``upper``, the
+    1-Lipschitz dual potential ``phi`` (n,) on x whose value is ``lower``, and whether the
+    Sinkhorn iterations ``converged`` (the bracket holds either way; convergence only narrows
+    it)."""
+
+    lower: jax.Array
+    upper: jax.Array
+    plan: jax.Array
+    phi: jax.Array
+    psi: jax.Array
+    converged: jax.Array
+
+
+#: Default ε of :func:`w1_bracket`, relative to the largest distance between the points.
+W1_BRACKET_RELATIVE_EPSILON = 1e-3
+# its annealing: from 50 ε down by 0.9 per iteration (38 iterations; the bracket needs no slow
+# annealing: it is certified at any iterate), convergence first tested just after it
+_BRACKET_DECAY = 0.9
+_BRACKET_MIN_ITERATIONS = 10 * math.ceil(math.log(_EPS_INIT) / -math.log(_BRACKET_DECAY) / 10) + 1
+
+
+def w1_bracket(x, y, a, b, *, relative_epsilon: float = W1_BRACKET_RELATIVE_EPSILON,
+               threshold: float = 1e-3, max_iterations: int = _OTT_MAX_ITERATIONS) -> W1Bracket:
+    """W_1 between weighted point clouds (x, a) and (y, b) (weights summing to 1, zeros allowed)
+    bracketed from one ott-jax Sinkhorn solve for the cost ‖x − y‖, on the device, jit-able.
+
+    ε = ``relative_epsilon`` × the largest distance, annealed from 50 ε (factor 0.9 per
+    iteration), iterated until the marginal error is below ``threshold``. The upper end is the
+    cost of the entropic plan rounded to the exact marginals (Altschuler, Weed & Rigollet 2017,
+    Alg. 2: scale rows and columns down to their marginals, then add the outer product of the
+    deficits), a feasible plan; the lower end is the Kantorovich dual a·φ + b·ψ of the
+    c-transforms φ_i = min_j (‖x_i − y_j‖ − g_j) (j over the support of b) and ψ = φ^c, a
+    feasible dual pair, so the bracket holds whether or not the iterations converged. The
+    width falls roughly like ε (docs/theory.md §6.5; ``benchmarks/lp_device.py``). No derivative
+    flows through it (the inputs are stop-gradient'ed).
+    """
+    sg = jax.lax.stop_gradient
+    x, y, a, b = sg(x), sg(y), sg(a), sg(b)
+    dist = jnp.sqrt(jnp.maximum(jnp.sum((x[:, None] - y[None]) ** 2, -1), 0.0))
+    eps = jnp.asarray(relative_epsilon, x.dtype) * jnp.max(dist)
+    schedule = epsilon_scheduler.Epsilon(eps, init=_EPS_INIT, decay=_BRACKET_DECAY)
+    geom = pointcloud.PointCloud(x, y, cost_fn=costs.Euclidean(), epsilon=schedule)
+    out = sinkhorn.Sinkhorn(lse_mode=True, threshold=threshold, max_iterations=max_iterations,
+                            min_iterations=min(_BRACKET_MIN_ITERATIONS, max_iterations))(
+        linear_problem.LinearProblem(geom, a=a, b=b))
+    plan = jnp.where(jnp.isfinite(out.matrix), out.matrix, 0.0)
+
+    def shrink(have, want):  # factor ≤ 1 that brings a row or column sum down to its marginal
+        return jnp.where(have > want, want / jnp.where(have > want, have, 1.0), 1.0)
+
+    plan = plan * shrink(plan.sum(1), a)[:, None]
+    plan = plan * shrink(plan.sum(0), b)[None]
+    da, db = jnp.maximum(a - plan.sum(1), 0.0), jnp.maximum(b - plan.sum(0), 0.0)
+    total = jnp.sum(da)
+    plan = plan + jnp.where(total > 0, jnp.outer(da, db) / jnp.where(total > 0, total, 1.0), 0.0)
+    g = jnp.where(b > 0, out.g, -jnp.inf)
+    phi = jnp.min(dist - g[None], axis=1)
+    psi = jnp.min(jnp.where(a[:, None] > 0, dist - phi[:, None], jnp.inf), axis=0)
+    lower = jnp.sum(jnp.where(a > 0, a * phi, 0.0)) + jnp.sum(jnp.where(b > 0, b * psi, 0.0))
+    upper = jnp.sum(plan * dist)
+    ok = out.converged & jnp.isfinite(lower) & jnp.isfinite(upper)
+    return W1Bracket(lower=lower, upper=upper, plan=plan, phi=phi, psi=psi, converged=ok)
 
 
 class SinkhornDivergence(Node):
