@@ -674,7 +674,7 @@ def _grid_pass(protocol, data, start, p_end, transport: DensityGrid, n: int,
     ts = grid_times(protocol.tau, transport.n_save)
     xs, ells = _flow_atoms(fld, pts, ts, transport.n_steps, transport.solver)
     return _weighted_pass(protocol, data, start, p_end, xs, ells, ts,
-                          math.log(float(h[0] * h[1])), ode_check, velocity)
+                          math.log(float(h[0] * h[1])), ode_check, velocity, transport.lp_used)
 
 
 def grid_times(tau, n_save: int):
@@ -706,8 +706,12 @@ def _grid_route(protocol, data, start, p_end, transport: DensityGrid, D0, veloci
     c1_err = jnp.abs(c1 - _trapezoid_weights(fine.ts[::2]) @ fine.rate[::2] ** 2 / D0.value) \
         if fine.ts.shape[0] >= 5 else jnp.zeros_like(c1)
     dW1 = fine.W1[0] - fine.W1[-1]
-    W1_err = jnp.zeros_like(fine.W1) + fine.ode_w1 + outside
-    dW1_err = fine.ode_w1 + outside
+    # the linear programs' own errors (0 for the exact one; the Sinkhorn bracket's half-width,
+    # its rate's change at 3 ε)
+    c1_err = c1_err + w @ (2 * jnp.abs(fine.rate) * fine.rate_lp_error
+                           + fine.rate_lp_error**2) / D0.value
+    W1_err = jnp.zeros_like(fine.W1) + fine.ode_w1 + outside + fine.W1_lp_error
+    dW1_err = fine.ode_w1 + outside + fine.W1_lp_error[0] + fine.W1_lp_error[-1]
     D_err = jnp.zeros_like(fine.D)
     ok = fine.converged
     if transport.check_coarse:

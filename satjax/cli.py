@@ -299,7 +299,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
           samples: Annotated[Optional[int], typer.Option("--samples", help="Particles per transported set (forces particles; default 1000, 4000 in 1-D).")] = None,
           atoms: Annotated[Optional[int], typer.Option("--atoms", help="Atoms per batch of the atom transport (a multiple of 4; a power of two keeps the halves quasi-Monte-Carlo nets; forces atoms; default 1024).")] = None,
           batches: Annotated[Optional[int], typer.Option("--batches", help="Independent batches of the atom transport, for its standard error (forces atoms; default 8).")] = None,
-          lp: Annotated[Optional[str], typer.Option("--lp", help="The atom transport's linear program: auto | simplex | sinkhorn (simplex: exact, POT on the host; sinkhorn: a certified bracket on the device, no host callback, no derivatives; auto: simplex on CPU, sinkhorn on accelerators, simplex for --grad; forces atoms).")] = None,
+          lp: Annotated[Optional[str], typer.Option("--lp", help="The linear program of the density grid and the atoms: auto | simplex | sinkhorn (simplex: exact, POT on the host; sinkhorn: a certified bracket on the device, no host callback, no derivatives; auto: simplex on CPU, sinkhorn on accelerators, simplex for --grad).")] = None,
           n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 48,
           grad: Annotated[Optional[str], typer.Option("--grad", help="NAME[,NAME]: derivatives of eta, c1, c2 w.r.t. protocol parameters.")] = None,
           grad_replicates: Annotated[int, typer.Option("--grad-replicates", help="Independent draws for the standard error of --grad (particle route).")] = 4,
@@ -317,8 +317,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
                          f"{transport!r}")
     particle_opts = [o for o, v in (("--samples", samples), ("--solver", solver),
                                     ("--ode-steps", ode_steps)) if v is not None]
-    atom_opts = [o for o, v in (("--atoms", atoms), ("--batches", batches), ("--lp", lp))
-                 if v is not None]
+    atom_opts = [o for o, v in (("--atoms", atoms), ("--batches", batches)) if v is not None]
     if transport == "grid" and particle_opts:
         raise InputError(f"{', '.join(particle_opts)} set the particle transport; "
                          "--transport grid takes --grid-n")
@@ -327,7 +326,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
                          "with --transport grid/particles, --grid-n, --samples, --solver or "
                          "--ode-steps")
     if transport == "atoms" and (particle_opts or grid_n is not None):
-        raise InputError("--transport atoms takes --atoms, --batches and --lp, not --samples, "
+        raise InputError("--transport atoms takes --atoms and --batches, not --samples, "
                          "--solver, --ode-steps or --grid-n")
     if atoms is not None:
         check_range("--atoms", atoms, 16, 65_536)
@@ -340,6 +339,11 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
         raise InputError(f"--lp must be auto, simplex or sinkhorn; got {lp!r}")
     if lp == "sinkhorn" and grad is not None:
         raise InputError("--lp sinkhorn carries no derivatives; --grad needs --lp simplex or auto")
+    lp_dim = specs.data_dim(d_spec) or 2  # (None: a data file, checked once it is read)
+    if lp is not None and (particle_opts or transport == "particles" or lp_dim < 2
+                           or lp_dim > 16):
+        raise InputError("--lp sets the linear program of the density grid (2-D) or the atoms "
+                         "(2-16 dimensions); it does not apply to particles or 1-D data")
     if atom_opts:
         transport = "atoms"
     if transport == "atoms" and specs.data_dim(d_spec) == 1:
@@ -382,12 +386,18 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     fld = _load_model(model, d, p, allow_mismatch) if model is not None else None
     if grid_n is not None:
         transport = "grid"
+    if lp is not None and transport == "auto":  # the transport whose program --lp sets
+        if not 2 <= d.dim <= B.ATOMS_MAX_DIM:
+            raise InputError(f"--lp applies to the density grid (2-D) and the atoms (3-"
+                             f"{B.ATOMS_MAX_DIM} dimensions); the data have dimension {d.dim}")
+        transport = "grid" if d.dim == 2 else "atoms"
     if transport == "grid":
         from satjax.estimators import DensityGrid
 
         if d.dim != 2:
             raise InputError(f"--transport grid needs 2-D data; got dimension {d.dim}")
-        transport = B.resolve_transport(DensityGrid(n=grid_n or 0), d, None, run.key(4))
+        transport = B.resolve_transport(DensityGrid(n=grid_n or 0, lp=lp or "auto"), d, None,
+                                        run.key(4))
     elif transport == "atoms":
         from satjax.estimators import Atoms
 
@@ -503,7 +513,7 @@ def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicat
             exact_pairs=fld is None and B.particles_exact(p, d, pert),
             **B.cdf_context(p, d, pert))
         if isinstance(tr, DensityGrid):  # the value's n/2 check is not differentiated
-            tr = tr.replace(check_coarse=False)
+            tr = tr.replace(check_coarse=False, lp="simplex")
         if isinstance(tr, Atoms):  # the value's n/2 check is not differentiated; derivatives
             tr = tr.replace(check_half=False, lp="simplex")  # need the exact linear program
 

@@ -437,7 +437,9 @@ class DensityGrid(Node):
     no sampling noise. With ``check_coarse`` everything is computed again on the n/2 grid and
     the change is reported as the resolution error. ``n`` = 0 chooses n from the data
     (:meth:`prepare`): ``cells_per_sd`` cells per narrowest component standard deviation,
-    between 32 and ``max_n``.
+    between 32 and ``max_n``. ``lp``: the linear program, as for :class:`Atoms` ("simplex",
+    "sinkhorn" or "auto"; the Sinkhorn bracket holds n⁴ dense entries, so on CPU it fits small
+    grids only).
     """
 
     n: int = struct.field(pytree_node=False, default=0)
@@ -450,11 +452,21 @@ class DensityGrid(Node):
     check_coarse: bool = struct.field(pytree_node=False, default=True)
     lo: tuple = struct.field(pytree_node=False, default=())
     hi: tuple = struct.field(pytree_node=False, default=())
+    lp: str = struct.field(pytree_node=False, default="auto")
+
+    @property
+    def lp_used(self) -> str:
+        """The linear program this transport runs ("auto" resolved for the JAX backend)."""
+        from satjax.geometry import atoms
+
+        return atoms.default_lp() if self.lp == "auto" else self.lp
 
     @property
     def method(self) -> str:
         n = f"n={self.n}, " if self.n else ""
-        return (f"density grid 2-D ({n}{self.solver} × {self.n_steps}, W1 by exact LP on the "
+        lp = ("exact LP" if self.lp_used == "simplex" else
+              "Sinkhorn bracket (on device; error: half-width, rate change at 3 eps)")
+        return (f"density grid 2-D ({n}{self.solver} × {self.n_steps}, W1 by {lp} on the "
                 "flowed cells)")
 
     def check(self, data=None) -> None:
@@ -470,6 +482,8 @@ class DensityGrid(Node):
             raise ValueError(f"`solver` must be euler, heun or rk4; got {self.solver!r}")
         if not self.cells_per_sd > 0 or not self.z > 0:
             raise ValueError("`cells_per_sd` and `z` must be positive")
+        if self.lp not in ("auto", "simplex", "sinkhorn"):
+            raise ValueError(f"`lp` must be auto, simplex or sinkhorn; got {self.lp!r}")
 
     def box(self, data=None):
         """(lo, hi) of q's grid: component means ± z widest component standard deviations
@@ -502,11 +516,12 @@ class DensityGrid(Node):
 
     def peak_bytes(self) -> int:
         """Estimated peak memory: the flowed cells (positions, log-densities, saved times) and
-        one exact linear program over all cells (:func:`satjax.geometry.atoms.lp_bytes`)."""
+        one linear program over all cells (:func:`satjax.geometry.atoms.lp_bytes`)."""
         from satjax.geometry import atoms
 
         cells = self.n * self.n
-        return atoms.lp_bytes(cells) + cells * (self.n_save + 1) * 8 * 8 + cells * 8 * 400
+        return (atoms.lp_bytes(cells, self.lp_used, 2) + cells * (self.n_save + 1) * 8 * 8
+                + cells * 8 * 400)
 
 
 def resolve(data, protocol, estimator="auto", *, key=None) -> Estimator:

@@ -107,9 +107,9 @@ def make_objective(data, objective: str, template: S.Schedule, *, key=None, n_ti
         tr = tr.replace(check_coarse=False)
     if isinstance(tr, Atoms) and not upper:
         tr = tr.replace(check_half=False)
-    if isinstance(tr, Atoms):  # derivatives need the exact linear program
+    if isinstance(tr, (Atoms, DensityGrid)):  # derivatives need the exact linear program
         if tr.lp == "sinkhorn":
-            raise ValueError("the atoms' Sinkhorn linear program (lp='sinkhorn') carries no "
+            raise ValueError("the Sinkhorn linear program (lp='sinkhorn') carries no "
                              "derivative; optimise with lp='simplex' or 'auto'")
         tr = tr.replace(lp="simplex")
 

@@ -231,3 +231,21 @@ def test_learned_velocity_on_the_grid():
             assert abs(fd) == pytest.approx(rate[k], rel=0.03), ts[k]
             checked += 1
     assert checked >= 15
+
+
+def test_grid_with_the_sinkhorn_program_has_no_host_callback(monkeypatch):
+    """DensityGrid(lp="sinkhorn"): the 2-D exact case (one Gaussian, shifted start: η = 0.11395
+    by the exact particle pairing) within the reported error, with jax.pure_callback forbidden."""
+    def no_callback(*args, **kwargs):
+        raise AssertionError("a host callback in the lp='sinkhorn' grid route")
+
+    data = specs.build_data(specs.parse_data("gauss:mean=1;0,std=0.5"))
+    proto = specs.build_protocol(specs.parse_protocol("rotating:h=1,g=3,tfin=2"), tau=1.0,
+                                 data=data)
+    pert = specs.build_perturbation(specs.parse_perturbation("shift:0.3"))
+    monkeypatch.setattr(jax, "pure_callback", no_callback)
+    r = B.bound(proto, data, pert, n_time=8,
+                transport=DensityGrid(n=24, lp="sinkhorn", n_steps=40, n_save=4))
+    assert "Sinkhorn bracket" in r.method
+    assert abs(float(r.eta.value) - 0.11395) <= float(r.eta.error)
+    assert float(r.eta.error) < 0.05 * 0.11395
