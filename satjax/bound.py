@@ -621,27 +621,29 @@ def _weighted_pass(protocol, data, start, p_end, xs, ells, ts, log_w, ode_check:
     q = jnp.exp(log_w + data.log_prob(pts))
     log_p = log_w + start.log_prob(x_tau) + ell
     p = jnp.exp(log_p)
-    W1, rate, ok, masses, D, W1_e, rate_e = [], [], [], [], [], [], []
-    for k in range(ts.shape[0]):
+
+    def at(x, e, t):
+        """(W_1, rate, converged, W_1's and the rate's LP error, P_t's mass, D_t) at one time."""
         if velocity is None:  # P_t's mass is conserved along the exact flow
-            w, r, c, we, re = atoms.w1_same_atoms(xs[k], q, p, exact.batch(xs[k], ts[k]), lp=lp)
-            masses.append(jnp.sum(q))
-        else:
-            log_a, a_rate, v = _moving_cell_masses(protocol, data, velocity, xs[k], ells[k],
-                                                   ts[k], log_w)
-            a = jnp.exp(log_a)
-            w, r, c, we, re = atoms.w1_same_atoms(xs[k], a, p, v, a_rate=a_rate, lp=lp)
-            masses.append(jnp.sum(a))
-            # χ² = Σ a (p/a − 1)² of the normalised masses, in logs (a may underflow where p
-            # does not)
-            log_an = log_a - jax.scipy.special.logsumexp(log_a)
-            log_pn = log_p - jax.scipy.special.logsumexp(log_p)
-            D.append(jnp.sum(jnp.exp(log_an + 2 * jnp.log(jnp.abs(jnp.expm1(log_pn - log_an))))))
-        W1.append(w)
-        rate.append(r)
-        ok.append(c)
-        W1_e.append(we)
-        rate_e.append(re)
+            out = atoms.w1_same_atoms(x, q, p, exact.batch(x, t), lp=lp)
+            return (*out, jnp.sum(q), jnp.zeros((), x.dtype))
+        log_a, a_rate, v = _moving_cell_masses(protocol, data, velocity, x, e, t, log_w)
+        a = jnp.exp(log_a)
+        out = atoms.w1_same_atoms(x, a, p, v, a_rate=a_rate, lp=lp)
+        # χ² = Σ a (p/a − 1)² of the normalised masses, in logs (a may underflow where p does
+        # not)
+        log_an = log_a - jax.scipy.special.logsumexp(log_a)
+        log_pn = log_p - jax.scipy.special.logsumexp(log_p)
+        D_t = jnp.sum(jnp.exp(log_an + 2 * jnp.log(jnp.abs(jnp.expm1(log_pn - log_an)))))
+        return (*out, jnp.sum(a), D_t)
+
+    if lp == "sinkhorn":  # a sequential map: one dense program alive at a time
+        per_time = jax.lax.map(lambda args: at(*args), (jnp.stack(xs), jnp.stack(ells), ts))
+    else:
+        per_time = [jnp.stack(z)
+                    for z in zip(*(at(xs[k], ells[k], ts[k]) for k in range(ts.shape[0])))]
+    W1, rate, ok, W1_e, rate_e, masses, D = per_time
+    ok = [jnp.min(ok)]
     ode_w1 = jnp.zeros((), pts.dtype)
     if ode_check and velocity is None:  # the same flow applied to P_τ must give q
         q_flowed = jnp.exp(log_w + p_end.log_prob(x_tau) + ell)
@@ -649,12 +651,11 @@ def _weighted_pass(protocol, data, start, p_end, xs, ells, ts, log_w, ode_check:
         ode_w1 = ode_w1 + we
         ok.append(c)
     spans = jnp.stack([jnp.max(x, 0) - jnp.min(x, 0) for x in xs])
-    return GridPass(ts=ts, W1=jnp.stack(W1), rate=jnp.stack(rate), ode_w1=ode_w1,
-                    mass_q=masses[0], mass_p=jnp.sum(p),
+    return GridPass(ts=ts, W1=W1, rate=rate, ode_w1=ode_w1, mass_q=masses[0], mass_p=jnp.sum(p),
                     converged=jnp.min(jnp.stack(ok)),
-                    D=jnp.stack(D) if D else jnp.zeros((0,), pts.dtype),
+                    D=D if velocity is not None else jnp.zeros((0,), pts.dtype),
                     diam=jnp.max(jnp.sqrt(jnp.sum(spans**2, -1))),
-                    W1_lp_error=jnp.stack(W1_e), rate_lp_error=jnp.stack(rate_e))
+                    W1_lp_error=W1_e, rate_lp_error=rate_e)
 
 
 def _grid_pass(protocol, data, start, p_end, transport: DensityGrid, n: int,
