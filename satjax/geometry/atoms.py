@@ -13,19 +13,19 @@ ones, so that W_1 = Σ φ_i (a_i − b_i)), the envelope theorem gives
 
     W_1 = Σ_k π_k |x_{i_k} − x_{j_k}|,   dW_1 = Σ_k π_k d|x_{i_k} − x_{j_k}| + Σ_i φ_i d(a_i − b_i),
 
-so :func:`w1_same_atoms` (``lp="simplex"``) returns a value whose JAX derivative with respect to the atoms and
-the masses is that of the linear program (exact wherever the optimal basis is locally unique),
-and the rate dW_1/dt = Σ_k π_k r_k, r_k = (x_i − x_j)·(v_i − v_j)/|x_i − x_j|, when the atoms
-move with velocities v at fixed masses. On a fixed basis π is linear in the masses, so
-Σ_k π_k r_k = Σ_i Ψ_i (a − b)_i with Ψ_i − Ψ_j = r_k on the basis arcs (the tree potentials
-of r); the rate's derivative then holds both Σ π dr and Σ Ψ d(a − b).
+so :func:`w1_same_atoms` (``lp="simplex"``) returns a value whose JAX derivative with respect
+to the atoms and the masses is that of the linear program (exact wherever the optimal basis is
+locally unique), and the rate dW_1/dt = Σ_k π_k r_k, r_k = (x_i − x_j)·(v_i − v_j)/|x_i − x_j|,
+when the atoms move with velocities v at fixed masses. On a fixed basis π is linear in the
+masses, so Σ_k π_k r_k = Σ_i Ψ_i (a − b)_i with Ψ_i − Ψ_j = r_k on the basis arcs (the tree
+potentials of r); the rate's derivative then holds both Σ π dr and Σ Ψ d(a − b).
 
 ``lp="sinkhorn"`` solves the same program on the device, without a host callback
 (:func:`satjax.geometry.distances.w1_bracket`, ott-jax): W_1 is the midpoint of a certified
 bracket (a rounded feasible plan above, a c-transformed dual below) and its error the
 half-width; the rate is Σ π r of the rounded entropic plan, its error the change from a solve at
-3 ε (the rate of an entropic plan converges to the exact one only as ε → 0: 0.5-2 % off at the
-default ε, ``benchmarks/lp_device.py``). It carries no derivative (the rate's dependence on the
+3 ε (the rate of an entropic plan converges to the exact one only as ε → 0: about 0.5 % off at
+the default ε, ``benchmarks/lp_device.py``). It carries no derivative (the rate's dependence on the
 masses through the plan is not available): differentiating it raises.
 """
 
@@ -140,8 +140,8 @@ def optimal_plan(x, a, b):
 
 
 def default_lp() -> str:
-    """The linear program "auto" takes: the exact network simplex on CPU (there 15-60 times
-    faster than the Sinkhorn bracket at 512-1024 atoms, ``benchmarks/lp_device.py``), the
+    """The linear program "auto" takes: the exact network simplex on CPU (there 25-45 times
+    faster than the Sinkhorn bracket at 512-2048 atoms, ``benchmarks/lp_device.py``), the
     Sinkhorn bracket on accelerators (no host callback)."""
     return "simplex" if jax.default_backend() == "cpu" else "sinkhorn"
 
