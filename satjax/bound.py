@@ -819,7 +819,7 @@ def _atoms_route(protocol, data, start, transport: Atoms, D0, velocity=None, est
     learned = velocity is not None
     keys = jax.random.split(transport.key, transport.n_batches)
     full, halves = [], []
-    for k in keys:  # the linear programs are host callbacks: one batch after the other
+    for k in keys:  # one batch after the other (the exact programs are host callbacks)
         f, h = _atom_batch(protocol, data, start, transport, velocity, k)
         full.append(f)
         halves += list(h)

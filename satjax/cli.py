@@ -339,9 +339,9 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
         raise InputError(f"--lp must be auto, simplex or sinkhorn; got {lp!r}")
     if lp == "sinkhorn" and grad is not None:
         raise InputError("--lp sinkhorn carries no derivatives; --grad needs --lp simplex or auto")
-    lp_dim = specs.data_dim(d_spec) or 2  # (None: a data file, checked once it is read)
-    if lp is not None and (particle_opts or transport == "particles" or lp_dim < 2
-                           or lp_dim > 16):
+    dim = specs.data_dim(d_spec)  # None for a data file: checked once it is read
+    if lp is not None and (particle_opts or transport == "particles"
+                           or (dim is not None and not 2 <= dim <= 16)):
         raise InputError("--lp sets the linear program of the density grid (2-D) or the atoms "
                          "(2-16 dimensions); it does not apply to particles or 1-D data")
     if atom_opts:
@@ -350,7 +350,6 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
         raise InputError("--transport atoms needs data of dimension >= 2 (1-D has the exact "
                          "CDF transport)")
     if transport == "grid":
-        dim = specs.data_dim(d_spec)
         if dim is not None and dim != 2:
             raise InputError(f"--transport grid needs 2-D data; --data has dimension {dim}")
     if grid_n is not None:
@@ -364,7 +363,6 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     check_range("--n-time", n_time, 4, 4096)
     check_range("--grad-replicates", grad_replicates, 2, 64)
     names = _grad_names(grad, p_spec)
-    dim = specs.data_dim(d_spec)
     if names and model is not None and transport != "particles" and samples is None \
             and (transport == "atoms" or (dim is not None and 2 <= dim <= 16)):
         raise InputError("--grad with --model: the derivatives of the density grid (2-D) and "

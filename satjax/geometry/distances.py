@@ -735,9 +735,9 @@ def _entropic_potentials(x, y, a, b, epsilon, threshold, max_iterations):
 class W1Bracket(Node):
     """A certified bracket ``lower`` ≤ W_1 ≤ ``upper`` from one entropic solve (see
     :func:`w1_bracket`), with the feasible ``plan`` (n, m) whose cost is ``upper``, the
-    1-Lipschitz dual potential ``phi`` (n,) on x whose value is ``lower``, and whether the
-    Sinkhorn iterations ``converged`` (the bracket holds either way; convergence only narrows
-    it)."""
+    feasible dual pair ``phi`` (n,) on x and ``psi`` (m,) on y whose value a·φ + b·ψ is
+    ``lower``, and whether the Sinkhorn iterations ``converged`` (the bracket holds either way;
+    convergence only narrows it)."""
 
     lower: jax.Array
     upper: jax.Array
