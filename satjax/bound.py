@@ -77,7 +77,8 @@ class BoundResult(Node):
     """Everything of docs/theory.md §6 for one protocol, data and perturbation.
 
     Curves: ``t`` (S,) times of ``W1`` = W_1(P_t, P̃_t); ``t_rate`` (R,) times of ``v_loss_sq``
-    (with ``v_loss_sq_stderr``) and ``kinetic`` = E‖ν_t‖² (with ``kinetic_stderr``). Scalars
+    (with ``v_loss_sq_stderr`` and, where a linear program's own error enters,
+    ``v_loss_sq_error``) and ``kinetic`` = E‖ν_t‖² (with ``kinetic_stderr``). Scalars
     (Estimates): ``eta``, ``c1``, ``c2``, ``wD``, ``D0``, ``dW1``, ``W1_start`` (t = τ),
     ``W1_end`` (t = 0, W_1(q, p)). ``eq100`` is present when a learned velocity was given.
     """
@@ -101,6 +102,7 @@ class BoundResult(Node):
     conservative: bool = struct.field(pytree_node=False, default=True)
     method: str = struct.field(pytree_node=False, default="")
     c2_wD_covariance: jax.Array = 0.0
+    v_loss_sq_error: Optional[jax.Array] = None
 
     def summary(self) -> dict:
         """The scalars as floats (value only)."""
@@ -133,7 +135,8 @@ class BoundResult(Node):
                 out["c1<=wD"] = compare(self.c1, self.wD, z=z)
             out["eq80_all_times"] = compare(
                 Estimate(value=self.v_loss_sq, stderr=self.v_loss_sq_stderr,
-                         error=jnp.zeros_like(self.v_loss_sq)),
+                         error=jnp.zeros_like(self.v_loss_sq) if self.v_loss_sq_error is None
+                         else self.v_loss_sq_error),
                 Estimate(value=self.kinetic, stderr=self.kinetic_stderr,
                          error=jnp.zeros_like(self.kinetic)),
                 z=z, pointwise="time")
@@ -400,6 +403,35 @@ def _trapezoid_weights(ts):
     dt = jnp.abs(jnp.diff(ts))
     w = jnp.zeros_like(ts).at[:-1].add(0.5 * dt).at[1:].add(0.5 * dt)
     return w
+
+
+C1_METHOD = "c1 from the W1 curve by secant sums with one Richardson step; its error adds that step"
+
+
+def secant_c1(ts, W1):
+    """D_0 c_1 from the W_1 curve alone (docs/theory.md §6.6): S_K = Σ_k (W_{k+1} − W_k)²/Δt_k
+    on the K intervals of the saved times ``ts`` (K even) and S_{K/2} on every other one, one
+    Richardson step S_K + (S_K − S_{K/2})/3 (both are O(Δt²) below ∫ (∂_t W_1)² dt); returns
+    (value, Richardson step |S_K − S_{K/2}|/3). W_1 is continuous in the protocol's parameters
+    where its rate jumps (basis changes of the linear program), so this c_1 has trustworthy
+    derivatives where the trapezoid of the rates does not."""
+    if (ts.shape[0] - 1) % 2:
+        raise ValueError(f"c_1 by the secant needs an even number of intervals; got "
+                         f"{ts.shape[0] - 1} (make n_save even)")
+    S = jnp.sum(jnp.diff(W1) ** 2 / jnp.diff(ts), -1)
+    S_half = jnp.sum(jnp.diff(W1[..., ::2]) ** 2 / jnp.diff(ts[::2]), -1)
+    return S + (S - S_half) / 3, jnp.abs(S - S_half) / 3
+
+
+def secant_c1_lp_error(ts, W1, e):
+    """Bound on the change of :func:`secant_c1`'s value when each W_1 may be off by up to ``e``
+    (a linear program's bracket): Σ (2|ΔW| ε + ε²)/Δt, ε the summed end errors, for S_K and
+    S_{K/2} combined as in the Richardson step (4/3 and 1/3)."""
+    def bound(t, W, err):
+        eps = err[1:] + err[:-1]
+        return jnp.sum((2 * jnp.abs(jnp.diff(W)) * eps + eps**2) / jnp.diff(t))
+
+    return 4 / 3 * bound(ts, W1, e) + bound(ts[::2], W1[::2], e[::2]) / 3
 
 
 def _start_particles(key, transport: Particles, p_end, start, pert):
@@ -702,15 +734,13 @@ def _grid_route(protocol, data, start, p_end, transport: DensityGrid, D0, veloci
     # mass of q or p outside the box moves W_1 by at most that mass times the diameter (with a
     # learned velocity P_t's quadrature error on the moving cells shows in the n/2 change)
     outside = (jnp.abs(1.0 - fine.mass_q) + jnp.abs(1.0 - fine.mass_p)) * diam
-    w = _trapezoid_weights(fine.ts)
-    c1 = w @ fine.rate**2 / D0.value
-    c1_err = jnp.abs(c1 - _trapezoid_weights(fine.ts[::2]) @ fine.rate[::2] ** 2 / D0.value) \
-        if fine.ts.shape[0] >= 5 else jnp.zeros_like(c1)
+    # c_1 from the W_1 curve (secant sums, one Richardson step); its error: that step and the
+    # linear programs' own errors (0 for the exact one; the Sinkhorn bracket's half-widths) —
+    # continuous in the parameters, like c_1, so that optimize can descend c_1 + error
+    c1, c1_err = secant_c1(fine.ts, fine.W1)
+    c1, c1_err = c1 / D0.value, c1_err / D0.value
+    c1_err = c1_err + secant_c1_lp_error(fine.ts, fine.W1, fine.W1_lp_error) / D0.value
     dW1 = fine.W1[0] - fine.W1[-1]
-    # the linear programs' own errors (0 for the exact one; the Sinkhorn bracket's half-width,
-    # its rate's change at 3 ε)
-    c1_err = c1_err + w @ (2 * jnp.abs(fine.rate) * fine.rate_lp_error
-                           + fine.rate_lp_error**2) / D0.value
     W1_err = jnp.zeros_like(fine.W1) + fine.ode_w1 + outside + fine.W1_lp_error
     dW1_err = fine.ode_w1 + outside + fine.W1_lp_error[0] + fine.W1_lp_error[-1]
     D_err = jnp.zeros_like(fine.D)
@@ -722,7 +752,7 @@ def _grid_route(protocol, data, start, p_end, transport: DensityGrid, D0, veloci
                             ode_check=False, velocity=velocity)
         W1_err = W1_err + jnp.abs(fine.W1 - coarse.W1)
         dW1_err = dW1_err + jnp.abs(dW1 - (coarse.W1[0] - coarse.W1[-1]))
-        c1_err = c1_err + jnp.abs(c1 - w @ coarse.rate**2 / D0.value)
+        c1_err = c1_err + jnp.abs(c1 - secant_c1(coarse.ts, coarse.W1)[0] / D0.value)
         D_err = D_err + jnp.abs(fine.D - coarse.D)
         ok = jnp.minimum(ok, coarse.converged)
     # an unconverged linear program makes every number of this route undefined
@@ -733,12 +763,15 @@ def _grid_route(protocol, data, start, p_end, transport: DensityGrid, D0, veloci
          "steps + mass outside the box")
     z = jnp.zeros_like(dW1)
 
-    def est_(v, e):
-        return Estimate(value=v + bad, stderr=z, error=e, method=m)
+    def est_(v, e, method=m):
+        return Estimate(value=v + bad, stderr=z, error=e, method=method)
 
     v_loss_sq = fine.rate**2 / D0.value
+    # the rate's own error from the linear program (the Sinkhorn plan's change at 3 ε)
+    v_err = (2 * jnp.abs(fine.rate) * fine.rate_lp_error + fine.rate_lp_error**2) / D0.value
     out = dict(t=fine.ts, W1=fine.W1 + bad, t_rate=fine.ts, v_loss_sq=v_loss_sq + bad,
-               v_loss_sq_stderr=jnp.zeros_like(v_loss_sq), c1=est_(c1, c1_err),
+               v_loss_sq_stderr=jnp.zeros_like(v_loss_sq), v_loss_sq_error=v_err,
+               c1=est_(c1, c1_err, f"{m}; {C1_METHOD}"),
                dW1=est_(dW1, dW1_err), W1_start=est_(fine.W1[-1], W1_err[-1]),
                W1_end=est_(fine.W1[0], W1_err[0]))
     if learned:
@@ -834,16 +867,15 @@ def _atoms_route(protocol, data, start, transport: Atoms, D0, velocity=None, est
     W1, W1_se = _mean_se(W1_b.T)
     rate, rate_se = _mean_se(rate_b.T)
     W1_half = jnp.mean(stack(halves, "W1"), 0)
-    rate_half = jnp.mean(stack(halves, "rate"), 0)
     grow = atoms_error_factor(data.dim)
-    w = _trapezoid_weights(ts)
-    c1 = w @ rate**2 / D0.value
-    # c_1 of the mean rate; its standard error by the delta method over the batches
-    phi = rate_b @ (w * 2 * rate / D0.value)
+    # c_1 of the mean W_1 curve (secant sums, one Richardson step); its standard error by the
+    # delta method over the batches; its error: the change from n/2 atoms and the Richardson
+    # step
+    c1, c1_step = secant_c1(ts, W1)
+    c1, c1_step = c1 / D0.value, c1_step / D0.value
+    phi = W1_b @ (jax.grad(lambda W: secant_c1(ts, W)[0])(W1) / D0.value)
     c1_se = jnp.sqrt(jnp.var(phi, ddof=1) / nb + (c1 * D0.stderr / D0.value) ** 2)
-    c1_err = grow * jnp.abs(c1 - w @ rate_half**2 / D0.value)
-    if ts.shape[0] >= 5:  # and the trapezoid rule on every other saved time
-        c1_err = c1_err + jnp.abs(c1 - _trapezoid_weights(ts[::2]) @ rate[::2] ** 2 / D0.value)
+    c1_err = grow * jnp.abs(c1 - secant_c1(ts, W1_half)[0] / D0.value) + c1_step
     dW1_b = W1_b[:, 0] - W1_b[:, -1]
     dW1, dW1_se = _mean_se(dW1_b)
     dW1_err = grow * jnp.abs(dW1 - (W1_half[0] - W1_half[-1]))
@@ -851,23 +883,25 @@ def _atoms_route(protocol, data, start, transport: Atoms, D0, velocity=None, est
     # the linear programs' own errors (0 for the exact one; the Sinkhorn bracket's half-width
     # and the change of its rate at 3 ε), mean over the batches
     W1_lp = jnp.mean(stack(full, "W1_lp_error"), 0)
-    rate_lp = jnp.mean(stack(full, "rate_lp_error"), 0)
     W1_err = W1_err + W1_lp
     dW1_err = dW1_err + W1_lp[0] + W1_lp[-1]
-    c1_err = c1_err + w @ (2 * jnp.abs(rate) * rate_lp + rate_lp**2) / D0.value
+    c1_err = c1_err + secant_c1_lp_error(ts, W1, W1_lp) / D0.value
     ok = jnp.min(stack(full + halves, "converged"))
     bad = jnp.where(ok > 0, 0.0, jnp.nan)
     m = (f"{transport.method}; stderr over batches; error: change from n/2 atoms × "
          f"{grow:.2f} (bias ∝ n^(−1/{max(data.dim, 2)}))"
          + (", learned velocity" if learned else ""))
 
-    def est_(v, se, e, coarse=None):
-        return Estimate(value=v + bad, stderr=se, error=e, method=m, coarse=coarse)
+    def est_(v, se, e, coarse=None, method=m):
+        return Estimate(value=v + bad, stderr=se, error=e, method=method, coarse=coarse)
 
     v_loss_sq = rate**2 / D0.value
     v_se = jnp.sqrt((2 * rate * rate_se / D0.value) ** 2 + (v_loss_sq * D0.stderr / D0.value) ** 2)
+    rate_lp = jnp.mean(stack(full, "rate_lp_error"), 0)
+    v_err = (2 * jnp.abs(rate) * rate_lp + rate_lp**2) / D0.value
     out = dict(t=ts, W1=W1 + bad, t_rate=ts, v_loss_sq=v_loss_sq + bad, v_loss_sq_stderr=v_se,
-               c1=est_(c1, c1_se, c1_err), dW1=est_(dW1, dW1_se, dW1_err, W1_half[0] - W1_half[-1]),
+               v_loss_sq_error=v_err,
+               c1=est_(c1, c1_se, c1_err, method=f"{m}; {C1_METHOD}"), dW1=est_(dW1, dW1_se, dW1_err, W1_half[0] - W1_half[-1]),
                W1_start=est_(W1[-1], W1_se[-1], W1_err[-1]),
                W1_end=est_(W1[0], W1_se[0], W1_err[0]))
     if learned:

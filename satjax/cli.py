@@ -459,6 +459,8 @@ def bound_payload(r, verdicts) -> dict:
                 "t": r.t, "W1": r.W1, "t_rate": r.t_rate, "v_loss_sq": r.v_loss_sq,
                 "v_loss_sq_stderr": r.v_loss_sq_stderr, "kinetic": r.kinetic,
                 "kinetic_stderr": r.kinetic_stderr})
+    if r.v_loss_sq_error is not None:
+        out["v_loss_sq_error"] = r.v_loss_sq_error
     if r.eq100 is not None:
         e = r.eq100
         for k in ("D_max", "L_alpha", "lhs", "rhs"):

@@ -358,7 +358,7 @@ class Atoms(Node):
     proposal density r = (q + p)/2 is known at every atom; draws of Gaussian mixtures are a
     randomly shifted Sobol sequence (n a power of two keeps each half a net). The atoms are
     carried 0 → τ by the probability-flow ODE with their log-density increments (``solver``,
-    ``n_steps`` in ``n_save`` legs to the saved times τ (k/n_save)²); at atom i, P_t's mass is
+    ``n_steps`` in ``n_save`` (even) legs to the saved times τ (k/n_save)²); at atom i, P_t's mass is
     q(x_i)/r(x_i) and P̃_t's is p(x_i)/r(x_i) (with a learned velocity, P_t's mass is its exact
     density on the moving atom), and W_1 between the two weightings is an exact linear program
     (:mod:`satjax.geometry.atoms`). Every number is the mean over batches with its standard
@@ -415,6 +415,9 @@ class Atoms(Node):
         if self.n_steps < 1 or self.n_save < 1 or self.n_steps % self.n_save:
             raise ValueError(f"`n_steps` ({self.n_steps}) must be a positive multiple of "
                              f"`n_save` ({self.n_save})")
+        if self.n_save % 2:
+            raise ValueError(f"`n_save` must be even (c_1's Richardson step uses every other "
+                             f"saved time); got {self.n_save}")
         if self.solver not in ("euler", "heun", "rk4"):
             raise ValueError(f"`solver` must be euler, heun or rk4; got {self.solver!r}")
         if self.lp not in ("auto", "simplex", "sinkhorn"):
@@ -429,7 +432,7 @@ class DensityGrid(Node):
 
     The cells of an n × n grid over q's box (component means ± ``z`` widest standard
     deviations) are carried from t = 0 to τ by the probability-flow ODE (``solver``,
-    ``n_steps`` fixed steps in ``n_save`` legs of equal step counts between the saved times
+    ``n_steps`` fixed steps in ``n_save`` (even) legs of equal step counts between the saved times
     τ (k/n_save)², dense near the data) with their log-density increments, so that
     each cell centre holds the exact mass of q and, by the change of variables, of the generated
     P̃_0 = p; at every saved time P_t and P̃_t are two weightings of the same moving atoms and
@@ -478,6 +481,9 @@ class DensityGrid(Node):
         if self.n_steps < 1 or self.n_save < 1 or self.n_steps % self.n_save:
             raise ValueError(f"`n_steps` ({self.n_steps}) must be a positive multiple of "
                              f"`n_save` ({self.n_save})")
+        if self.n_save % 2:
+            raise ValueError(f"`n_save` must be even (c_1's Richardson step uses every other "
+                             f"saved time); got {self.n_save}")
         if self.solver not in ("euler", "heun", "rk4"):
             raise ValueError(f"`solver` must be euler, heun or rk4; got {self.solver!r}")
         if not self.cells_per_sd > 0 or not self.z > 0:

@@ -66,7 +66,7 @@ def test_atoms_agree_with_the_exact_2d_value():
     exact = B.bound(prot, data, pert, n_time=8)
     assert float(exact.eta.value) == pytest.approx(0.11395, abs=1e-5)
     r = B.bound(prot, data, pert, n_time=8,
-                transport=Atoms(n=256, n_batches=4, n_save=5, n_steps=50,
+                transport=Atoms(n=256, n_batches=4, n_save=6, n_steps=48,
                                 key=jax.random.PRNGKey(1)))
     assert "atoms" in r.method
     for name in ("eta", "dW1", "W1_start", "W1_end", "c1"):
@@ -84,7 +84,7 @@ def test_learned_velocity_equal_to_the_exact_one():
 
     data, cos, pert = _setting("gmm:means=-1;0;0|1;0.5;0,std=0.4", "cosine", "scale:0.9", 1.0)
     ex = exact_velocity(cos, data)
-    tr = Atoms(n=128, n_batches=2, n_save=5, n_steps=100, key=jax.random.PRNGKey(2))
+    tr = Atoms(n=128, n_batches=2, n_save=6, n_steps=96, key=jax.random.PRNGKey(2))
     r0 = B.bound(cos, data, pert, transport=tr, n_time=8)
     r1 = B.bound(cos, data, pert, velocity=lambda x, t: ex(x, t), transport=tr, n_time=8)
     np.testing.assert_allclose(np.asarray(r1.W1), np.asarray(r0.W1), rtol=1e-6)
@@ -108,7 +108,7 @@ def test_atoms_gradient_matches_central_differences():
                                 "scale:0.9", 1.0)
     ts, _ = gauss_legendre(4, 0.0, prot.tau)
     est = resolve(data, prot, "auto", key=jax.random.PRNGKey(5)).prepare(prot, data, ts)
-    tr = B.resolve_transport(Atoms(n=128, n_batches=2, n_save=5, n_steps=50, check_half=False),
+    tr = B.resolve_transport(Atoms(n=128, n_batches=2, n_save=6, n_steps=48, check_half=False),
                              data, None, jax.random.PRNGKey(4))
 
     def out(b):

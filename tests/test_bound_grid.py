@@ -111,7 +111,7 @@ def test_grid_gradient_matches_central_differences():
     data = specs.build_data(specs.parse_data("gmm:means=-1;0|1;0.5,std=0.4"))
     prot = specs.build_protocol(specs.parse_protocol("rotating:h=1,g=3,tfin=2"), tau=1.0)
     pert = PT.shift(0.3)
-    tr = B.resolve_transport(DensityGrid(n=24, check_coarse=False, n_save=5, n_steps=50), data,
+    tr = B.resolve_transport(DensityGrid(n=24, check_coarse=False, n_save=6, n_steps=48), data,
                              None, None)
     from satjax.estimators import resolve
     from satjax._util import gauss_legendre
@@ -144,7 +144,7 @@ def test_swiss_roll_deta_dg_matches_central_differences():
     pert = PT.shift(0.15)
     ts, _ = gauss_legendre(4, 0.0, prot.tau)
     est = resolve(data, prot, "auto").prepare(prot, data, ts)
-    tr = B.resolve_transport(DensityGrid(n=32, check_coarse=False, n_save=5, n_steps=50), data,
+    tr = B.resolve_transport(DensityGrid(n=32, check_coarse=False, n_save=6, n_steps=48), data,
                              None, None)
 
     def eta(g):
@@ -156,6 +156,70 @@ def test_swiss_roll_deta_dg_matches_central_differences():
     assert float(value) == pytest.approx(0.0021, rel=0.1)
     assert float(grad) == pytest.approx(fd, rel=0.1)
     assert fd < -0.5 * float(value)  # a real dependence on g, not resolution noise
+
+
+def test_swiss_roll_dc1_dg_matches_central_differences():
+    """dc_1/dg on the same roll (c_1 ≈ 0.199 falls by about 2 % per unit of g at g = 3): forward
+    autodiff of c_1 by the secant of the W_1 curve (docs/theory.md §6.6) against central
+    differences of the same route at n = 64. The steps: c_1(g) has structure on the scale
+    0.1 (its derivative goes from −0.0059 at g = 2.8 to −0.0041 at 3.0), so g ± 0.1 is off by
+    about 10 %; below ±0.005 the differences see the kinks of the linear programs. h = 0.01 and
+    0.02 measured −0.0040 and −0.0043, autodiff −0.0040. The trapezoid of the rates, which the
+    secant replaced, gave −0.0042 by autodiff against −0.0028 to −0.0031 for h ≤ 0.01: its
+    value jumps where the optimal basis changes."""
+    from satjax._util import gauss_legendre
+    from satjax.estimators import resolve
+
+    data = specs.build_data(specs.parse_data(
+        "swissroll:n=100,noise=0.3,scale=0.125,width=0.1,seed=0"))
+    prot = specs.build_protocol(specs.parse_protocol("rotating:h=1,g=3,tfin=2"), tau=1.0)
+    pert = PT.shift(0.15)
+    ts, _ = gauss_legendre(4, 0.0, prot.tau)
+    est = resolve(data, prot, "auto").prepare(prot, data, ts)
+    tr = B.resolve_transport(DensityGrid(n=64, check_coarse=False), data, None, None)
+
+    @jax.jit
+    def c1(g):
+        return B.bound_kernel(prot.replace(g=g), data, pert, None, est, tr, 4,
+                              jax.random.PRNGKey(0)).c1.value
+
+    value, grad = jax.jvp(c1, (jnp.asarray(3.0),), (jnp.asarray(1.0),))
+    assert float(value) == pytest.approx(0.199, rel=0.01)
+    for h in (0.01, 0.02):
+        fd = (float(c1(3.0 + h)) - float(c1(3.0 - h))) / (2 * h)
+        assert float(grad) == pytest.approx(fd, rel=0.1), h
+        assert fd < -0.01 * float(value)  # a real dependence on g
+    # a second method for the value: the trapezoid of the squared rates (the envelope's ∂_t W_1)
+    # lies within the error c_1 reports (Richardson step + change on the 32 × 32 grid)
+    full = B.resolve_transport(DensityGrid(n=64), data, None, None)
+    r = B.bound_kernel(prot, data, pert, None, est, full, 4, jax.random.PRNGKey(0))
+    t, v = np.asarray(r.t), np.asarray(r.v_loss_sq)
+    trapezoid = float(np.sum(np.diff(t) * (v[1:] + v[:-1]) / 2))
+    assert float(r.c1.value) == pytest.approx(float(value), rel=1e-12)
+    assert abs(float(r.c1.value) - trapezoid) <= float(r.c1.error) < 0.03 * float(value)
+
+
+def test_secant_c1_against_a_closed_form():
+    """c_1's time integral from W_1 values alone: W(t) = sin 3t on the saved times τ (k/K)²,
+    ∫_0^1 (3 cos 3t)² dt = 9/2 + 3 sin 6/4 in closed form. The plain secant sum is below it
+    (Cauchy–Schwarz per interval) by O(Δt²); one Richardson step removes that order, so its
+    error is far below the step it reports; the LP-error bound holds for perturbed values."""
+    exact = 4.5 + 0.75 * np.sin(6.0)
+    for K in (10, 20):
+        ts = B.grid_times(1.0, K)
+        W = jnp.sin(3 * ts)
+        S = float(jnp.sum(jnp.diff(W) ** 2 / jnp.diff(ts)))
+        c1, step = (float(v) for v in B.secant_c1(ts, W))
+        assert S < exact
+        assert abs(c1 - exact) < 0.1 * step < 0.1 * (exact - S)
+    e = jnp.full(ts.shape, 1e-4)
+    bound = float(B.secant_c1_lp_error(ts, W, e))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d = jnp.asarray(rng.uniform(-1e-4, 1e-4, ts.shape))
+        assert abs(float(B.secant_c1(ts, W + d)[0]) - c1) <= bound
+    with pytest.raises(ValueError, match="even"):
+        B.secant_c1(ts[:-1], W[:-1])
 
 
 def test_an_estimate_below_its_uncertainty_is_printed_unresolved():
