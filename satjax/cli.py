@@ -487,8 +487,8 @@ def _grad_names(grad: Optional[str], p_spec: specs.Spec):
 
 
 def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicates) -> dict:
-    """Autodiff of η, c_1, c_2 with respect to the named protocol parameters, with the same
-    random numbers as the values (so re-running with a moved parameter checks them), and the
+    """Forward-mode autodiff of η, c_1, c_2 with respect to the named protocol parameters, with
+    the values' random numbers (so re-running with a moved parameter checks them), and the
     uncertainty of each derivative: on the deterministic routes (1-D CDF transport, 2-D density
     grid, each with a deterministic path estimator) the change when the CDF points or grid
     cells per side are halved; otherwise the standard deviation of the
@@ -522,7 +522,9 @@ def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicat
                                fld, est, tr, n_time, keys[2])
             return {"eta": r.eta.value, "c1": r.c1.value, "c2": r.c2.value}
 
-        jac = compile_within(jax.jit(jax.jacrev(outputs)), (theta,), memory_limit(),
+        # forward mode: a protocol has at most three differentiable parameters, and forward
+        # mode stores no residuals of the flow (reverse mode through a grid of cells did)
+        jac = compile_within(jax.jit(jax.jacfwd(outputs)), (theta,), memory_limit(),
                              "the gradient (--grad)", "use fewer time nodes (--n-time), grid "
                              "cells (--grid-n), atoms (--atoms) or particles (--samples)")(theta)
         return {q: {n: np.asarray(v, float) for n, v in g.items()} for q, g in jac.items()}, \

@@ -1,0 +1,130 @@
+"""Derivatives of the density-grid bound on the issue's Swiss roll: cost and accuracy (issue 22).
+
+    python benchmarks/grad_grid.py [--quick] [--json FILE]
+
+Setting of issue 22's `--grad g` example: the Swiss roll (800 components of sd 0.05) under
+rotating:h=1,g=3,tfin=2, τ = 1, the reverse start shifted by 0.15; the density grid at its
+default resolution without its n/2 pass (the function `satjax bound --grad` differentiates),
+``n_time`` path nodes for c_2. Both sides are jitted functions of g:
+
+* **value** — (η, c_1, c_2) of :func:`satjax.bound.bound_kernel`;
+* **value + derivative** — the same with its forward-mode derivative in g (``jax.jvp``).
+
+Reported: cold (first) and warm (median of the repeats) wall times, XLA compilations per call
+(JAX's backend-compile events), the warm ratio derivative/value, and the derivatives against
+central differences of the same value at g ± 0.02 and g ± 0.01 (c_1(g) has structure on the
+scale 0.1, so wider steps are off by ~10 %; docs/theory.md §6.4), with the change of the
+autodiff derivative on the n/2 grid as its resolution error. ``--quick``: the 100-component
+roll of width 0.1 on a 32² grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+from satjax import bench  # noqa: E402
+from satjax import bound as B  # noqa: E402
+from satjax import perturb as PT  # noqa: E402
+from satjax import specs  # noqa: E402
+from satjax._util import gauss_legendre  # noqa: E402
+from satjax.estimators import DensityGrid, resolve  # noqa: E402
+
+COMPILES = [0]
+NAMES = ("eta", "c1", "c2")
+
+
+def _count(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+        COMPILES[0] += 1
+
+
+def timed(fn, x, repeats: int):
+    """(result, cold s, warm s, compilations cold, compilations warm)."""
+    runs = []
+    for _ in range(1 + repeats):
+        c0, t0 = COMPILES[0], time.perf_counter()
+        r = jax.block_until_ready(fn(x))
+        runs.append((time.perf_counter() - t0, COMPILES[0] - c0))
+    return r, runs[0][0], float(np.median([s for s, _ in runs[1:]])), runs[0][1], runs[-1][1]
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="100-component roll of width 0.1, 32 x 32 cells, 4 nodes, 1 repeat")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    jax.monitoring.register_event_duration_secs_listener(_count)
+    data_spec = ("swissroll:n=100,noise=0.3,scale=0.125,width=0.1,seed=0" if a.quick else
+                 "swissroll:n=800,noise=0.3,scale=0.125,width=0.05,seed=0")
+    n_time, repeats = (4, 1) if a.quick else (16, 2)
+    data = specs.build_data(specs.parse_data(data_spec))
+    prot = specs.build_protocol(specs.parse_protocol("rotating:h=1,g=3,tfin=2"), tau=1.0)
+    pert = PT.shift(0.15)
+    ts, _ = gauss_legendre(n_time, 0.0, prot.tau)
+    est = resolve(data, prot, "auto").prepare(prot, data, ts)
+    grid = DensityGrid(n=32, check_coarse=False) if a.quick else DensityGrid(check_coarse=False)
+    tr = B.resolve_transport(grid, data, None, None)
+    g0 = jnp.asarray(3.0)
+
+    def value_fn(transport):
+        def value(g):
+            r = B.bound_kernel(prot.replace(g=g), data, pert, None, est, transport, n_time,
+                               jax.random.PRNGKey(0))
+            return jnp.stack([r.eta.value, r.c1.value, r.c2.value])
+        return value
+
+    value = jax.jit(value_fn(tr))
+    with_derivative = jax.jit(lambda g: jax.jvp(value_fn(tr), (g,), (jnp.ones_like(g),)))
+    v, v_cold, v_warm, v_c_cold, v_c_warm = timed(value, g0, repeats)
+    print(f"value: cold {v_cold:.1f} s ({v_c_cold} compilations), warm {v_warm:.1f} s "
+          f"({v_c_warm})", flush=True)
+    (v2, d), d_cold, d_warm, d_c_cold, d_c_warm = timed(with_derivative, g0, repeats)
+    print(f"value + derivative: cold {d_cold:.1f} s ({d_c_cold}), warm {d_warm:.1f} s "
+          f"({d_c_warm}); ratio {d_warm / v_warm:.2f}", flush=True)
+    central = {}
+    for h in (0.02, 0.01):
+        central[h] = (np.asarray(value(g0 + h)) - np.asarray(value(g0 - h))) / (2 * h)
+        print(f"central differences h = {h}: {central[h]}", flush=True)
+    half = tr.replace(n=tr.n // 2)
+    _, d_half = jax.jit(lambda g: jax.jvp(value_fn(half), (g,), (jnp.ones_like(g),)))(g0)
+    out = {"machine": bench.machine(), "data": data_spec, "protocol": "rotating:h=1,g=3,tfin=2",
+           "perturb": "shift:0.15", "tau": 1.0, "n_time": n_time, "grid_n": tr.n,
+           "repeats": repeats,
+           "value": {"cold_s": v_cold, "warm_s": v_warm, "compilations_cold": v_c_cold,
+                     "compilations_warm": v_c_warm},
+           "value_and_derivative": {"cold_s": d_cold, "warm_s": d_warm,
+                                    "compilations_cold": d_c_cold,
+                                    "compilations_warm": d_c_warm},
+           "warm_ratio": d_warm / v_warm, "quantities": {}}
+    for i, q in enumerate(NAMES):
+        row = {"value": float(v[i]), "autodiff": float(d[i]),
+               "autodiff_error": abs(float(d[i]) - float(d_half[i])),
+               "autodiff_half_grid": float(d_half[i]),
+               "central_0.02": float(central[0.02][i]), "central_0.01": float(central[0.01][i])}
+        row["off_central"] = max(abs(row["autodiff"] / row[k] - 1.0)
+                                 for k in ("central_0.02", "central_0.01"))
+        out["quantities"][q] = row
+        print(f"d{q}/dg = {row['autodiff']:.6g} (error {row['autodiff_error']:.2g}); central "
+              f"{row['central_0.02']:.6g} (h = 0.02), {row['central_0.01']:.6g} (h = 0.01); "
+              f"off by at most {100 * row['off_central']:.1f} %", flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == "__main__":
+    main()
