@@ -444,7 +444,9 @@ def _with_uncertainty(name, value, stderr, error) -> str:
     import numpy as np
 
     v, se, err = (np.ravel(np.asarray(a, float)) for a in (value, stderr, error))
-    parts = [f"{a:.6g}" + (f" ± {b:.2g}" if b > 0 else "") + (f" (error {c:.2g})" if c > 0 else "")
+    # a derivative whose uncertainty reaches its size does not tell its sign: not a number
+    parts = [f"unresolved ({a:.3g}, uncertainty {b + c:.2g})" if 0 < b + c >= abs(a) else
+             f"{a:.6g}" + (f" ± {b:.2g}" if b > 0 else "") + (f" (error {c:.2g})" if c > 0 else "")
              for a, b, c in zip(v, se, err)]
     return f"{name} = " + (parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]")
 
@@ -558,8 +560,10 @@ def _gradients(p, d, pert, fld, n_time, run, names, samples, transport, replicat
     def tolist(tree):
         return {q: {n: v.tolist() for n, v in g.items()} for q, g in tree.items()}
 
+    status = {q: {n: np.where(stderr[q][n] + error[q][n] >= np.abs(v), "unresolved",
+                              "resolved").tolist() for n, v in g.items()} for q, g in base.items()}
     return {"grad": tolist(base), "grad_stderr": tolist(stderr), "grad_error": tolist(error),
-            "grad_method": method}
+            "grad_status": status, "grad_method": method}
 
 
 # ----------------------------------------------------------------------------------- train

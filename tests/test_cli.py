@@ -103,6 +103,7 @@ def test_bound_grad_matches_central_differences(tmp_path):
         fd = vals[20.5][q] - vals[19.5][q]
         assert vals[20.0]["grad"][q]["beta_max"] == pytest.approx(fd, rel=0.05), q
         assert 0 <= vals[20.0]["grad_stderr"][q]["beta_max"] < 1e-6 * abs(fd), q
+        assert vals[20.0]["grad_status"][q]["beta_max"] == "resolved", q
     assert "2 independent draws" in vals[20.0]["grad_method"]
     # the Gaussian case separates per coordinate: η is the 1-D exact value
     out = tmp_path / "exact.json"
