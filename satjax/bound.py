@@ -880,8 +880,8 @@ def _atoms_route(protocol, data, start, transport: Atoms, D0, velocity=None, est
     dW1, dW1_se = _mean_se(dW1_b)
     dW1_err = grow * jnp.abs(dW1 - (W1_half[0] - W1_half[-1]))
     W1_err = grow * jnp.abs(W1 - W1_half)
-    # the linear programs' own errors (0 for the exact one; the Sinkhorn bracket's half-width
-    # and the change of its rate at 3 ε), mean over the batches
+    # the linear programs' own errors (0 for the exact one; the Sinkhorn bracket's half-width),
+    # mean over the batches; the rate's (its change at 3 ε) goes to v_loss² below
     W1_lp = jnp.mean(stack(full, "W1_lp_error"), 0)
     W1_err = W1_err + W1_lp
     dW1_err = dW1_err + W1_lp[0] + W1_lp[-1]
@@ -901,7 +901,8 @@ def _atoms_route(protocol, data, start, transport: Atoms, D0, velocity=None, est
     v_err = (2 * jnp.abs(rate) * rate_lp + rate_lp**2) / D0.value
     out = dict(t=ts, W1=W1 + bad, t_rate=ts, v_loss_sq=v_loss_sq + bad, v_loss_sq_stderr=v_se,
                v_loss_sq_error=v_err,
-               c1=est_(c1, c1_se, c1_err, method=f"{m}; {C1_METHOD}"), dW1=est_(dW1, dW1_se, dW1_err, W1_half[0] - W1_half[-1]),
+               c1=est_(c1, c1_se, c1_err, method=f"{m}; {C1_METHOD}"),
+               dW1=est_(dW1, dW1_se, dW1_err, W1_half[0] - W1_half[-1]),
                W1_start=est_(W1[-1], W1_se[-1], W1_err[-1]),
                W1_end=est_(W1[0], W1_se[0], W1_err[0]))
     if learned:
