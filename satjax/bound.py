@@ -590,7 +590,7 @@ def _eq100(protocol, data, fld, exact, ts, D, D_se, dW1, dW1_se, pc, est, method
 
 class GridPass(Node):
     """One resolution of the density-grid transport: saved times ``ts`` (0 → τ), W_1 and its
-    rate there, the ODE check ``ode_w1`` = W_1(q, the flowed P_τ) at t = 0 (exact velocity),
+    rate there (0 in a resolution pass, which needs W_1 alone), the ODE check ``ode_w1`` = W_1(q, the flowed P_τ) at t = 0 (exact velocity),
     the masses of q and p inside the box, whether every linear program converged, with a
     learned velocity D_t = χ²(P̃_t ‖ P_t) (``D``, else empty), the largest diameter of the
     moving cells ``diam``, and the linear programs' own errors of W_1 and of its rate
@@ -639,13 +639,15 @@ def _flow_atoms(fld, pts, ts, n_steps: int, solver: str):
 
 
 def _weighted_pass(protocol, data, start, p_end, xs, ells, ts, log_w, ode_check: bool,
-                   velocity=None, lp: str = "simplex") -> GridPass:
+                   velocity=None, lp: str = "simplex", rates: bool = True) -> GridPass:
     """W_1(P_t, P̃_t) and its rate at the saved times ``ts`` between two weightings of the same
     moving atoms ``xs`` (one array per saved time, log-volume increments ``ells``), each atom
     of quadrature weight exp(``log_w``) at t = 0: q's mass q(x)·w, p's P̃_τ(X_τ) e^ℓ·w, fixed
     along the flow; with a learned ``velocity`` the atoms move with it and P_t's mass is its
     exact density on the moving atom, P_t(X̂_t) e^{ℓ_t} w, whose rate is
-    [∂_t ln P_t + ∇ln P_t·ν̂ + ∇·ν̂](X̂_t) times that mass (docs/theory.md §6.4)."""
+    [∂_t ln P_t + ∇ln P_t·ν̂ + ∇·ν̂](X̂_t) times that mass (docs/theory.md §6.4). With
+    ``rates`` False the rates (and their linear-program errors) are 0, not computed: the
+    resolution passes need W_1 alone (c_1 comes from the W_1 curve, §6.6)."""
     from satjax.geometry import atoms
 
     exact = exact_velocity(protocol, data)
@@ -654,14 +656,21 @@ def _weighted_pass(protocol, data, start, p_end, xs, ells, ts, log_w, ode_check:
     log_p = log_w + start.log_prob(x_tau) + ell
     p = jnp.exp(log_p)
 
+    def no_rate(out):
+        w1, rate, ok, err, rate_err = out
+        return w1, jnp.zeros_like(w1) if rate is None else rate, ok, err, rate_err
+
     def at(x, e, t):
         """(W_1, rate, converged, W_1's and the rate's LP error, P_t's mass, D_t) at one time."""
         if velocity is None:  # P_t's mass is conserved along the exact flow
-            out = atoms.w1_same_atoms(x, q, p, exact.batch(x, t), lp=lp)
-            return (*out, jnp.sum(q), jnp.zeros((), x.dtype))
-        log_a, a_rate, v = _moving_cell_masses(protocol, data, velocity, x, e, t, log_w)
+            out = atoms.w1_same_atoms(x, q, p, exact.batch(x, t) if rates else None, lp=lp)
+            return (*no_rate(out), jnp.sum(q), jnp.zeros((), x.dtype))
+        if rates:
+            log_a, a_rate, v = _moving_cell_masses(protocol, data, velocity, x, e, t, log_w)
+        else:
+            log_a, a_rate, v = log_w + protocol.marginal(data, t).log_prob(x) + e, None, None
         a = jnp.exp(log_a)
-        out = atoms.w1_same_atoms(x, a, p, v, a_rate=a_rate, lp=lp)
+        out = no_rate(atoms.w1_same_atoms(x, a, p, v, a_rate=a_rate, lp=lp))
         # χ² = Σ a (p/a − 1)² of the normalised masses, in logs (a may underflow where p does
         # not)
         log_an = log_a - jax.scipy.special.logsumexp(log_a)
@@ -691,9 +700,10 @@ def _weighted_pass(protocol, data, start, p_end, xs, ells, ts, log_w, ode_check:
 
 
 def _grid_pass(protocol, data, start, p_end, transport: DensityGrid, n: int,
-               ode_check: bool = True, velocity=None) -> GridPass:
+               ode_check: bool = True, velocity=None, rates: bool = True) -> GridPass:
     """q and p = P̃_0 as masses of the n × n cells, carried 0 → τ (docs/theory.md §6.4); the
-    ODE check (one more linear program) only with ``ode_check`` (else ``ode_w1`` = 0).
+    ODE check (one more linear program) only with ``ode_check`` (else ``ode_w1`` = 0), the
+    rates only with ``rates``.
 
     With a learned ``velocity`` ν̂ the cells move with ν̂, which carries P̃ (p is fixed along
     it), while P_t's mass of a cell is its exact density times the cell's area,
@@ -707,7 +717,8 @@ def _grid_pass(protocol, data, start, p_end, transport: DensityGrid, n: int,
     ts = grid_times(protocol.tau, transport.n_save)
     xs, ells = _flow_atoms(fld, pts, ts, transport.n_steps, transport.solver)
     return _weighted_pass(protocol, data, start, p_end, xs, ells, ts,
-                          math.log(float(h[0] * h[1])), ode_check, velocity, transport.lp_used)
+                          math.log(float(h[0] * h[1])), ode_check, velocity, transport.lp_used,
+                          rates)
 
 
 def grid_times(tau, n_save: int):
@@ -749,7 +760,7 @@ def _grid_route(protocol, data, start, p_end, transport: DensityGrid, D0, veloci
         half = transport.replace(n_steps=transport.n_steps // 2) \
             if learned and (transport.n_steps // 2) % transport.n_save == 0 else transport
         coarse = _grid_pass(protocol, data, start, p_end, half, transport.n // 2,
-                            ode_check=False, velocity=velocity)
+                            ode_check=False, velocity=velocity, rates=False)
         W1_err = W1_err + jnp.abs(fine.W1 - coarse.W1)
         dW1_err = dW1_err + jnp.abs(dW1 - (coarse.W1[0] - coarse.W1[-1]))
         c1_err = c1_err + jnp.abs(c1 - secant_c1(coarse.ts, coarse.W1)[0] / D0.value)
@@ -825,17 +836,18 @@ def _atom_batch(protocol, data, start, transport: Atoms, velocity, key):
     log_w = -(jnp.logaddexp(log_q, log_p) - math.log(2.0)) - math.log(n)
     p_end = protocol.reverse_start(data)
 
-    def on(idx):
+    def on(idx, rates=True):
         return _weighted_pass(protocol, data, start, p_end, [x[idx] for x in xs],
                               [e[idx] for e in ells], ts, log_w[idx] + math.log(n / idx.size),
-                              False, velocity, transport.lp_used)
+                              False, velocity, transport.lp_used, rates)
 
     if not transport.check_half:
         return on(np.arange(n)), ()
     half = m // 2
     first = np.concatenate([np.arange(half), m + np.arange(half)])
     second = np.concatenate([np.arange(half, m), m + np.arange(half, m)])
-    return on(np.arange(n)), (on(first), on(second))
+    # the halves measure the bias of W_1 (and of D_t); c_1 comes from the W_1 curve (§6.6)
+    return on(np.arange(n)), (on(first, False), on(second, False))
 
 
 def atoms_error_factor(dim: int) -> float:
