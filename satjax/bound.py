@@ -590,12 +590,12 @@ def _eq100(protocol, data, fld, exact, ts, D, D_se, dW1, dW1_se, pc, est, method
 
 class GridPass(Node):
     """One resolution of the density-grid transport: saved times ``ts`` (0 → τ), W_1 and its
-    rate there (0 in a resolution pass, which needs W_1 alone), the ODE check ``ode_w1`` = W_1(q, the flowed P_τ) at t = 0 (exact velocity),
-    the masses of q and p inside the box, whether every linear program converged, with a
-    learned velocity D_t = χ²(P̃_t ‖ P_t) (``D``, else empty), the largest diameter of the
-    moving cells ``diam``, and the linear programs' own errors of W_1 and of its rate
-    (``W1_lp_error``, ``rate_lp_error``: 0 for the exact program, the Sinkhorn bracket's
-    half-width and rate change otherwise)."""
+    rate there (0 in a resolution pass, which needs W_1 alone), the ODE check ``ode_w1`` =
+    W_1(q, the flowed P_τ) at t = 0 (exact velocity), the masses of q and p inside the box,
+    whether every linear program converged, with a learned velocity D_t = χ²(P̃_t ‖ P_t)
+    (``D``, else empty), the largest diameter of the moving cells ``diam``, and the linear
+    programs' own errors of W_1 and of its rate (``W1_lp_error``, ``rate_lp_error``: 0 for the
+    exact program, the Sinkhorn bracket's half-width and rate change otherwise)."""
 
     ts: jax.Array
     W1: jax.Array
