@@ -91,7 +91,7 @@ def main(argv=None) -> dict:
     v, v_cold, v_warm, v_c_cold, v_c_warm = timed(value, g0, repeats)
     print(f"value: cold {v_cold:.1f} s ({v_c_cold} compilations), warm {v_warm:.1f} s "
           f"({v_c_warm})", flush=True)
-    (v2, d), d_cold, d_warm, d_c_cold, d_c_warm = timed(with_derivative, g0, repeats)
+    (_, d), d_cold, d_warm, d_c_cold, d_c_warm = timed(with_derivative, g0, repeats)
     print(f"value + derivative: cold {d_cold:.1f} s ({d_c_cold}), warm {d_warm:.1f} s "
           f"({d_c_warm}); ratio {d_warm / v_warm:.2f}", flush=True)
     central = {}

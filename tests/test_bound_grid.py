@@ -129,21 +129,26 @@ def test_grid_gradient_matches_central_differences():
     np.testing.assert_allclose(grad, fd, rtol=0.05)
 
 
-def test_swiss_roll_deta_dg_matches_central_differences():
+def _shifted_roll():
     """A Swiss roll (100 components, sd 0.1) under rotating:h=1,g=3,tfin=2 with the start
-    shifted by 0.15 (the shift breaks rotation invariance, so η depends on g: −0.0037 per unit
-    of g on η = 0.0021): dη/dg by forward-mode autodiff through the flow and the envelope of the
-    linear programs against central differences at g ± 0.1 (both at n = 32; the difference
-    quotient changes by < 3 % when the step is halved)."""
+    shifted by 0.15, and its path estimator on 4 nodes: (data, protocol, perturbation, est)."""
     from satjax._util import gauss_legendre
     from satjax.estimators import resolve
 
     data = specs.build_data(specs.parse_data(
         "swissroll:n=100,noise=0.3,scale=0.125,width=0.1,seed=0"))
     prot = specs.build_protocol(specs.parse_protocol("rotating:h=1,g=3,tfin=2"), tau=1.0)
-    pert = PT.shift(0.15)
     ts, _ = gauss_legendre(4, 0.0, prot.tau)
-    est = resolve(data, prot, "auto").prepare(prot, data, ts)
+    return data, prot, PT.shift(0.15), resolve(data, prot, "auto").prepare(prot, data, ts)
+
+
+def test_swiss_roll_deta_dg_matches_central_differences():
+    """A Swiss roll (100 components, sd 0.1) under rotating:h=1,g=3,tfin=2 with the start
+    shifted by 0.15 (the shift breaks rotation invariance, so η depends on g: −0.0037 per unit
+    of g on η = 0.0021): dη/dg by forward-mode autodiff through the flow and the envelope of the
+    linear programs against central differences at g ± 0.1 (both at n = 32; the difference
+    quotient changes by < 3 % when the step is halved)."""
+    data, prot, pert, est = _shifted_roll()
     tr = B.resolve_transport(DensityGrid(n=32, check_coarse=False, n_save=6, n_steps=48), data,
                              None, None)
 
@@ -167,15 +172,7 @@ def test_swiss_roll_dc1_dg_matches_central_differences():
     0.02 measured −0.0040 and −0.0043, autodiff −0.0040. The trapezoid of the rates, which the
     secant replaced, gave −0.0042 by autodiff against −0.0028 to −0.0031 for h ≤ 0.01: its
     value jumps where the optimal basis changes."""
-    from satjax._util import gauss_legendre
-    from satjax.estimators import resolve
-
-    data = specs.build_data(specs.parse_data(
-        "swissroll:n=100,noise=0.3,scale=0.125,width=0.1,seed=0"))
-    prot = specs.build_protocol(specs.parse_protocol("rotating:h=1,g=3,tfin=2"), tau=1.0)
-    pert = PT.shift(0.15)
-    ts, _ = gauss_legendre(4, 0.0, prot.tau)
-    est = resolve(data, prot, "auto").prepare(prot, data, ts)
+    data, prot, pert, est = _shifted_roll()
     tr = B.resolve_transport(DensityGrid(n=64, check_coarse=False), data, None, None)
 
     @jax.jit
