@@ -626,22 +626,27 @@ def _moving_cell_masses(protocol, data, fld, x, ell, t, log_area):
 
 
 def _flow_atoms(fld, pts, ts, n_steps: int, solver: str):
-    """Positions and log-volume increments of ``pts`` carried from ts[0] = 0 to every saved
-    time by ``fld`` (legs of equal step counts: finer steps near the data)."""
-    xs, ells = [pts], [jnp.zeros((pts.shape[0],), pts.dtype)]
-    n_save = ts.shape[0] - 1
-    for k in range(n_save):
-        fl = flow_with_log_density(fld, xs[-1], t_start=ts[k], t_end=ts[k + 1], method=solver,
-                                   n_steps=n_steps // n_save, n_save=1)
-        xs.append(fl.xs[-1])
-        ells.append(ells[-1] + fl.ells[-1][:, 0])
-    return xs, ells
+    """Positions (K + 1, N, d) and log-volume increments (K + 1, N) of ``pts`` carried from
+    ts[0] = 0 to every saved time by ``fld`` (legs of equal step counts: finer steps near the
+    data; one scan over the legs, so the program holds one leg whatever K)."""
+    n_legs = ts.shape[0] - 1
+
+    def leg(carry, t_pair):
+        x, ell = carry
+        fl = flow_with_log_density(fld, x, t_start=t_pair[0], t_end=t_pair[1], method=solver,
+                                   n_steps=n_steps // n_legs, n_save=1)
+        nxt = (fl.xs[-1], ell + fl.ells[-1][:, 0])
+        return nxt, nxt
+
+    ell0 = jnp.zeros((pts.shape[0],), pts.dtype)
+    _, (xs, ells) = jax.lax.scan(leg, (pts, ell0), (ts[:-1], ts[1:]))
+    return jnp.concatenate([pts[None], xs]), jnp.concatenate([ell0[None], ells])
 
 
 def _weighted_pass(protocol, data, start, p_end, xs, ells, ts, log_w, ode_check: bool,
                    velocity=None, lp: str = "simplex", rates: bool = True) -> GridPass:
     """W_1(P_t, P̃_t) and its rate at the saved times ``ts`` between two weightings of the same
-    moving atoms ``xs`` (one array per saved time, log-volume increments ``ells``), each atom
+    moving atoms ``xs`` (K + 1, N, d) (log-volume increments ``ells`` (K + 1, N)), each atom
     of quadrature weight exp(``log_w``) at t = 0: q's mass q(x)·w, p's P̃_τ(X_τ) e^ℓ·w, fixed
     along the flow; with a learned ``velocity`` the atoms move with it and P_t's mass is its
     exact density on the moving atom, P_t(X̂_t) e^{ℓ_t} w, whose rate is
@@ -678,12 +683,9 @@ def _weighted_pass(protocol, data, start, p_end, xs, ells, ts, log_w, ode_check:
         D_t = jnp.sum(jnp.exp(log_an + 2 * jnp.log(jnp.abs(jnp.expm1(log_pn - log_an)))))
         return (*out, jnp.sum(a), D_t)
 
-    if lp == "sinkhorn":  # a sequential map: one dense program alive at a time
-        per_time = jax.lax.map(lambda args: at(*args), (jnp.stack(xs), jnp.stack(ells), ts))
-    else:
-        per_time = [jnp.stack(z)
-                    for z in zip(*(at(xs[k], ells[k], ts[k]) for k in range(ts.shape[0])))]
-    W1, rate, ok, W1_e, rate_e, masses, D = per_time
+    # a sequential map over the saved times: one program in the compiled code and, with
+    # Sinkhorn, one dense program alive at a time
+    W1, rate, ok, W1_e, rate_e, masses, D = jax.lax.map(lambda args: at(*args), (xs, ells, ts))
     ok = [jnp.min(ok)]
     ode_w1 = jnp.zeros((), pts.dtype)
     if ode_check and velocity is None:  # the same flow applied to P_τ must give q
@@ -691,7 +693,7 @@ def _weighted_pass(protocol, data, start, p_end, xs, ells, ts, log_w, ode_check:
         ode_w1, _, c, we, _ = atoms.w1_same_atoms(pts, q, q_flowed, lp=lp)
         ode_w1 = ode_w1 + we
         ok.append(c)
-    spans = jnp.stack([jnp.max(x, 0) - jnp.min(x, 0) for x in xs])
+    spans = jnp.max(xs, 1) - jnp.min(xs, 1)
     return GridPass(ts=ts, W1=W1, rate=rate, ode_w1=ode_w1, mass_q=masses[0], mass_p=jnp.sum(p),
                     converged=jnp.min(jnp.stack(ok)),
                     D=D if velocity is not None else jnp.zeros((0,), pts.dtype),
@@ -837,8 +839,8 @@ def _atom_batch(protocol, data, start, transport: Atoms, velocity, key):
     p_end = protocol.reverse_start(data)
 
     def on(idx, rates=True):
-        return _weighted_pass(protocol, data, start, p_end, [x[idx] for x in xs],
-                              [e[idx] for e in ells], ts, log_w[idx] + math.log(n / idx.size),
+        return _weighted_pass(protocol, data, start, p_end, xs[:, idx], ells[:, idx], ts,
+                              log_w[idx] + math.log(n / idx.size),
                               False, velocity, transport.lp_used, rates)
 
     if not transport.check_half:
@@ -1081,9 +1083,9 @@ def bound(protocol, data, perturbation, *, velocity=None, estimator="auto", tran
     if isinstance(transport, CDF) and any(finite):
         transport = cdf_frame(protocol, data, n_time, transport.n_points)
     # one compiled program per protocol family, start family and sizes (the particle route's
-    # exact assignment is a host callback inside it); a learned velocity runs eagerly around
-    # its compiled ODE solves
-    kernel = _bound_compiled if velocity is None else bound_kernel
+    # exact assignment is a host callback inside it); a learned velocity is an argument of it
+    # (a ParamField's parameters are traced: every model of one architecture shares the program)
+    kernel = _bound_compiled if velocity is None else _bound_compiled_learned
     out = tuple(kernel(protocol, data, p, velocity, est,
                        _cover_generated(transport, protocol, data, p, velocity, keys[2]),
                        n_time, keys[2], f, path)
@@ -1105,6 +1107,7 @@ def _cover_generated(transport, protocol, data, perturbation, velocity, key, n: 
 
 
 _bound_compiled = jax.jit(bound_kernel, static_argnums=(3, 6, 8))
+_bound_compiled_learned = jax.jit(bound_kernel, static_argnums=(6, 8))
 _path_compiled = jax.jit(path_mod.path_cost_kernel, static_argnums=(5,))
 _pearson = jax.jit(PT.pearson)
 
