@@ -865,19 +865,18 @@ def _atoms_route(protocol, data, start, transport: Atoms, D0, velocity=None, est
     resolution error (docs/theory.md §6.5)."""
     learned = velocity is not None
     keys = jax.random.split(transport.key, transport.n_batches)
-    full, halves = [], []
-    for k in keys:  # one batch after the other (the exact programs are host callbacks)
-        f, h = _atom_batch(protocol, data, start, transport, velocity, k)
-        full.append(f)
-        halves += list(h)
-    halves = halves or full  # without the halves: no resolution error
-    ts = full[0].ts
-    nb = len(full)
+    # one batch after the other (a sequential map: one batch in the compiled program); each
+    # field of ``full`` and of the halves then has the batches on its leading axis
+    full, halves = jax.lax.map(
+        lambda k: _atom_batch(protocol, data, start, transport, velocity, k), keys)
+    halves = halves or (full,)  # without the halves: no resolution error
+    ts = full.ts[0]
+    nb = transport.n_batches
 
     def stack(passes, name):
-        return jnp.stack([getattr(p, name) for p in passes])
+        return jnp.concatenate([getattr(p, name) for p in passes])
 
-    W1_b, rate_b = stack(full, "W1"), stack(full, "rate")
+    W1_b, rate_b = full.W1, full.rate
     W1, W1_se = _mean_se(W1_b.T)
     rate, rate_se = _mean_se(rate_b.T)
     W1_half = jnp.mean(stack(halves, "W1"), 0)
@@ -896,11 +895,11 @@ def _atoms_route(protocol, data, start, transport: Atoms, D0, velocity=None, est
     W1_err = grow * jnp.abs(W1 - W1_half)
     # the linear programs' own errors (0 for the exact one; the Sinkhorn bracket's half-width),
     # mean over the batches; the rate's (its change at 3 ε) goes to v_loss² below
-    W1_lp = jnp.mean(stack(full, "W1_lp_error"), 0)
+    W1_lp = jnp.mean(full.W1_lp_error, 0)
     W1_err = W1_err + W1_lp
     dW1_err = dW1_err + W1_lp[0] + W1_lp[-1]
     c1_err = c1_err + secant_c1_lp_error(ts, W1, W1_lp) / D0.value
-    ok = jnp.min(stack(full + halves, "converged"))
+    ok = jnp.min(stack((full,) + tuple(halves), "converged"))
     bad = jnp.where(ok > 0, 0.0, jnp.nan)
     m = (f"{transport.method}; stderr over batches; error: change from n/2 atoms × "
          f"{grow:.2f} (bias ∝ n^(−1/{max(data.dim, 2)}))"
@@ -911,7 +910,7 @@ def _atoms_route(protocol, data, start, transport: Atoms, D0, velocity=None, est
 
     v_loss_sq = rate**2 / D0.value
     v_se = jnp.sqrt((2 * rate * rate_se / D0.value) ** 2 + (v_loss_sq * D0.stderr / D0.value) ** 2)
-    rate_lp = jnp.mean(stack(full, "rate_lp_error"), 0)
+    rate_lp = jnp.mean(full.rate_lp_error, 0)
     v_err = (2 * jnp.abs(rate) * rate_lp + rate_lp**2) / D0.value
     out = dict(t=ts, W1=W1 + bad, t_rate=ts, v_loss_sq=v_loss_sq + bad, v_loss_sq_stderr=v_se,
                v_loss_sq_error=v_err,
@@ -921,7 +920,7 @@ def _atoms_route(protocol, data, start, transport: Atoms, D0, velocity=None, est
                W1_end=est_(W1[0], W1_se[0], W1_err[0]))
     if learned:
         exact = exact_velocity(protocol, data)
-        D_b = stack(full, "D")
+        D_b = full.D
         D, D_se = _mean_se(D_b.T)
         D_err = grow * jnp.abs(D - jnp.mean(stack(halves, "D"), 0))
         node_est = _node_estimator(est, protocol, data, ts, jax.random.fold_in(transport.key, 7))
