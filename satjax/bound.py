@@ -467,12 +467,8 @@ def _particle_route(protocol, data, pert, start, p_end, velocity, transport, est
     def at(t, a, b):
         return pair(a, b, exact.batch(a, t), fld.batch(b, t))
 
-    dists, rates = [], []
-    for i in range(ts.shape[0]):  # the assignment is a host computation per saved time
-        d, r = at(ts[i], xa.xs[i], xs_b[i])
-        dists.append(d)
-        rates.append(r)
-    dists, rates = jnp.stack(dists), jnp.stack(rates)  # (S, n)
+    # a sequential map over the saved times (the assignment is a host computation per time)
+    dists, rates = jax.lax.map(lambda args: at(*args), (ts, xa.xs, xs_b))  # (S, n)
     W1, W1_se = _mean_se(dists)
     rate, rate_se = _mean_se(rates)
     if deterministic:  # quantile grids: no sampling error (midpoint-rule error only)
