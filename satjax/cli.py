@@ -299,7 +299,7 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
           samples: Annotated[Optional[int], typer.Option("--samples", help="Particles per transported set (forces particles; default 1000, 4000 in 1-D).")] = None,
           atoms: Annotated[Optional[int], typer.Option("--atoms", help="Atoms per batch of the atom transport (a multiple of 4; a power of two keeps the halves quasi-Monte-Carlo nets; forces atoms; default 1024).")] = None,
           batches: Annotated[Optional[int], typer.Option("--batches", help="Independent batches of the atom transport, for its standard error (forces atoms; default 8).")] = None,
-          lp: Annotated[Optional[str], typer.Option("--lp", help="The linear program of the density grid and the atoms: auto | simplex | sinkhorn (simplex: exact, POT on the host; sinkhorn: a certified bracket on the device, no host callback, no derivatives; auto: simplex on CPU, sinkhorn on accelerators, simplex for --grad).")] = None,
+          lp: Annotated[Optional[str], typer.Option("--lp", help="The linear program of the density grid and the atoms: auto | simplex | sinkhorn (simplex: exact, POT on the host; sinkhorn: a certified bracket on the device, no host callback; auto: simplex on CPU, sinkhorn on accelerators, simplex for --grad).")] = None,
           n_time: Annotated[int, typer.Option("--n-time", help="Gauss-Legendre time nodes.")] = 48,
           grad: Annotated[Optional[str], typer.Option("--grad", help="NAME[,NAME]: derivatives of eta, c1, c2 w.r.t. protocol parameters.")] = None,
           grad_replicates: Annotated[int, typer.Option("--grad-replicates", help="Independent draws for the standard error of --grad (particle route).")] = 4,
@@ -338,7 +338,9 @@ def bound(data: DataSpec, protocol: ProtocolSpec,
     if lp is not None and lp not in ("auto", "simplex", "sinkhorn"):
         raise InputError(f"--lp must be auto, simplex or sinkhorn; got {lp!r}")
     if lp == "sinkhorn" and grad is not None:
-        raise InputError("--lp sinkhorn carries no derivatives; --grad needs --lp simplex or auto")
+        raise InputError("--lp sinkhorn with --grad: --grad differentiates the exact linear "
+                         "program; use --lp simplex or auto (the Sinkhorn bracket's derivative "
+                         "is 1-3 % off it)")
     dim = specs.data_dim(d_spec)  # None for a data file: checked once it is read
     if lp is not None and (particle_opts or transport == "particles"
                            or (dim is not None and not 2 <= dim <= 16)):

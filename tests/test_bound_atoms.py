@@ -157,6 +157,38 @@ def test_sinkhorn_bracket_holds_the_exact_linear_program():
         assert abs(float(r2) - fd) <= 2 * float(r2_err) + 0.02 * abs(fd), (float(r2), fd)
 
 
+def test_sinkhorn_derivative_of_w1_against_the_exact_program():
+    """W_1's derivative by the Sinkhorn bracket (the envelope with the rounded plan and the
+    c-transformed dual) along a direction of the atoms and the masses, against the exact
+    program's envelope derivative and its central differences (the exact LP is piecewise
+    linear in the masses, its differences at h = 1e-4 agree with its derivative to 0.3 %):
+    measured 2.3 % off in 2-D, 1.3 % in 3-D. Forward and reverse mode agree; the rate carries
+    no derivative (zero)."""
+    for d in (2, 3):
+        _check_sinkhorn_derivative(*(jnp.asarray(z) for z in _two_weightings(256, d, seed=d)))
+
+
+def _check_sinkhorn_derivative(x, a, b, v, _):
+    from satjax.geometry import atoms
+
+    rng = np.random.default_rng(0)
+    dx = jnp.asarray(rng.normal(size=x.shape))
+    da = 0.3 * jnp.asarray(rng.normal(size=a.shape)) * a
+
+    def w1(s, lp):
+        return atoms.w1_same_atoms(x + s * dx, a + s * da, b, lp=lp)[0]
+
+    exact = float(jax.grad(w1)(0.0, "simplex"))
+    h = 1e-4
+    fd = float(w1(h, "simplex") - w1(-h, "simplex")) / (2 * h)
+    assert exact == pytest.approx(fd, rel=0.01)
+    _, fwd = jax.jvp(lambda s: w1(s, "sinkhorn"), (0.0,), (1.0,))
+    assert float(fwd) == pytest.approx(exact, rel=0.04)
+    assert float(jax.grad(w1)(0.0, "sinkhorn")) == pytest.approx(float(fwd), rel=1e-10)
+    rate = jax.grad(lambda s: atoms.w1_same_atoms(x + s * dx, a, b, v, lp="sinkhorn")[1])(0.0)
+    assert float(rate) == 0.0
+
+
 def test_w1_bracket_between_two_clouds():
     """distances.w1_bracket holds POT's exact W_1 between two different uniform clouds."""
     import ot
@@ -179,7 +211,7 @@ def distances_matrix(x, y):
     return jnp.sqrt(jnp.sum((jnp.asarray(x)[:, None] - jnp.asarray(y)[None]) ** 2, -1))
 
 
-def test_sinkhorn_route_matches_the_3d_closed_form_and_refuses_derivatives(monkeypatch):
+def test_sinkhorn_route_matches_the_3d_closed_form(monkeypatch):
     """The whole atom route with lp="sinkhorn" runs without a host callback (any call of
     jax.pure_callback fails here) and meets the closed forms of the first test."""
     def no_callback(*args, **kwargs):
@@ -200,11 +232,5 @@ def test_sinkhorn_route_matches_the_3d_closed_form_and_refuses_derivatives(monke
         ok, detail = _within(getattr(r, name), exact)
         assert ok, (name, detail)
     monkeypatch.undo()
-    # no derivative: differentiating raises, before any number is returned
-    from satjax.geometry import atoms
-
-    x, a, b, _, _ = (jnp.asarray(z) for z in _two_weightings(32, 2))
-    with pytest.raises(NotImplementedError, match="lp='simplex'"):
-        jax.grad(lambda s: atoms.w1_same_atoms(x, a * (1 + s * x[:, 0]), b, lp="sinkhorn")[0])(0.0)
     with pytest.raises(ValueError, match="lp"):
         Atoms(lp="exact", key=jax.random.PRNGKey(0)).check()
