@@ -112,6 +112,22 @@ def test_bound_grad_matches_central_differences(tmp_path):
     assert vals[20.0]["eta"] == pytest.approx(strict(out)["eta"], rel=0.05)
 
 
+def test_a_derivative_within_its_uncertainty_is_printed_unresolved():
+    """--grad prints a derivative as a number only when its uncertainty (standard error +
+    resolution error) is below its size: the 800-component roll's dc_1/dg (−0.000368, error
+    0.0012, benchmarks/README.md) is "unresolved"; dη/dg there (−0.0030311, error 4.8e-5) is a
+    number with its error."""
+    from satjax.cli import _with_uncertainty
+
+    assert _with_uncertainty("dc1/dg", -0.000368, 0.0, 0.0012) == \
+        "dc1/dg = unresolved (-0.000368, uncertainty 0.0012)"
+    assert _with_uncertainty("deta/dg", -0.0030311, 0.0, 4.8e-5) == \
+        "deta/dg = -0.0030311 (error 4.8e-05)"
+    # standard error and error add up: 0.6 + 0.5 reaches 1.0
+    assert _with_uncertainty("d", [1.0, 2.0], [0.6, 0.6], [0.5, 0.5]) == \
+        "d = [unresolved (1, uncertainty 1.1), 2 ± 0.6 (error 0.5)]"
+
+
 def test_optimize_vp_reaches_the_w2_floor(tmp_path):
     out = tmp_path / "o.json"
     run_ok(["optimize", "--data", "gauss:mean=0,std=0.5", "--family", "vp", "--objective", "c2",
