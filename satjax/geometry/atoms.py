@@ -151,11 +151,17 @@ def default_lp() -> str:
     return "simplex" if jax.default_backend() == "cpu" else "sinkhorn"
 
 
-def _pair_rates(x, v):
-    """r_ij = (x_i − x_j)·(v_i − v_j)/|x_i − x_j| (N, N), 0 on the diagonal."""
-    diff = x[:, None] - x[None]
-    dist = jnp.sqrt(jnp.sum(diff**2, -1))
-    r = jnp.sum(diff * (v[:, None] - v[None]), -1)
+def _pair_distances(x):
+    """|x_i − x_j| (N, N) with a derivative that is 0, not NaN, on the diagonal."""
+    sq = jnp.sum((x[:, None] - x[None]) ** 2, -1)
+    pos = sq > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
+
+
+def _pair_rates(x, v, dist):
+    """r_ij = (x_i − x_j)·(v_i − v_j)/|x_i − x_j| (N, N), 0 on the diagonal (``dist``: the
+    pair distances)."""
+    r = jnp.sum((x[:, None] - x[None]) * (v[:, None] - v[None]), -1)
     return jnp.where(dist > 0, r / jnp.where(dist > 0, dist, 1.0), 0.0)
 
 
@@ -172,32 +178,23 @@ def _w1_bracketed(x, a, b, v, a_rate):
     ok = jnp.where(jnp.isfinite(w1) & jnp.isfinite(err), 1.0, 0.0)
     # the envelope of the program with the rounded plan P = s·plan and the dual potential
     # (φ on the positive atoms, −ψ on the negative ones): dW_1 = Σ P_ij d|x_i − x_j| + Σ pot·dd
+    # (w1, err, s, br and pot depend on stop-gradient'ed inputs only: constants to autodiff)
     pot = jnp.where(sg(d) >= 0, br.phi, -br.psi)
     pot = jnp.where(jnp.isfinite(pot), pot, 0.0)
-    plan = sg(s * br.plan)
     dist = _pair_distances(x)
-    w1 = sg(w1) + jnp.sum(plan * (dist - sg(dist))) + sg(pot) @ (d - sg(d))
+    w1 = w1 + jnp.sum(s * br.plan * (dist - sg(dist))) + pot @ (d - sg(d))
     rate, rate_err = None, jnp.zeros_like(w1)
     if v is not None:  # no derivative (module docstring): from stop-gradient'ed inputs
-        x, v = sg(x), sg(v)
-        r = _pair_rates(x, v)
+        a, a_rate = sg(a), None if a_rate is None else sg(a_rate)
+        r = _pair_rates(sg(x), sg(v), sg(dist))
         rate = s * jnp.sum(br.plan * r)
         coarse = distances.w1_bracket(x, x, mu / s_safe, nu / s_safe,
                                       relative_epsilon=3 * distances.W1_BRACKET_RELATIVE_EPSILON)
         rate_err = jnp.abs(rate - s * jnp.sum(coarse.plan * r))
         if a_rate is not None:  # the envelope term Σ Φ_i d/dt(a_i/Σa), Φ the dual potential
-            a_rate, a_ = sg(a_rate), sg(a)
-            A = jnp.sum(a_)
-            rate = rate + sg(pot) @ (a_rate / A - a_ * jnp.sum(a_rate) / A**2)
-        rate = sg(rate)
-    return w1, rate, ok, sg(err), rate_err
-
-
-def _pair_distances(x):
-    """|x_i − x_j| (N, N) with a derivative that is 0, not NaN, on the diagonal."""
-    sq = jnp.sum((x[:, None] - x[None]) ** 2, -1)
-    pos = sq > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
+            A = jnp.sum(a)
+            rate = rate + pot @ (a_rate / A - a * jnp.sum(a_rate) / A**2)
+    return w1, rate, ok, err, rate_err
 
 
 def w1_same_atoms(x, a, b, v=None, a_rate=None, *, lp: str = "simplex"):
@@ -208,8 +205,8 @@ def w1_same_atoms(x, a, b, v=None, a_rate=None, *, lp: str = "simplex"):
     ``lp``: "simplex", the exact program on the host, differentiable (envelope theorem, module
     docstring; the rate's derivative omits that of φ); or "sinkhorn", a certified bracket on the
     device whose W_1 has the envelope derivative of the rounded plan and dual (1–3 % off the
-    exact one) and whose rate has none (zero). Returns (W_1, rate or None, converged, W_1's error, the rate's
-    error); the errors are 0 for the exact program."""
+    exact one) and whose rate has none (zero). Returns (W_1, rate or None, converged, W_1's
+    error, the rate's error); the errors are 0 for the exact program."""
     if lp not in LPS:
         raise ValueError(f"`lp` must be one of {LPS}; got {lp!r}")
     if lp == "sinkhorn":
