@@ -1,6 +1,7 @@
 """Derivatives of the density-grid bound on the issue's Swiss roll: cost and accuracy (issue 22).
 
-    python benchmarks/grad_grid.py [--quick] [--json FILE]
+    python benchmarks/grad_grid.py [--quick] [--g G] [--n N] [--repeats R] [--steps H,..]
+                                   [--json FILE]
 
 Setting of issue 22's `--grad g` example: the Swiss roll (800 components of sd 0.05) under
 rotating:h=1,g=3,tfin=2, τ = 1, the reverse start shifted by 0.15; the density grid at its
@@ -15,7 +16,9 @@ Reported: cold (first) and warm (median of the repeats) wall times, XLA compilat
 central differences of the same value at g ± 0.02 and g ± 0.01 (c_1(g) has structure on the
 scale 0.1, so wider steps are off by ~10 %; docs/theory.md §6.4), with the change of the
 autodiff derivative on the n/2 grid as its resolution error. ``--quick``: the 100-component
-roll of width 0.1 on a 32² grid.
+roll of width 0.1 on a 32² grid. ``--g``, ``--n``, ``--repeats``, ``--steps``: another
+point, grid, number of warm repeats (0: the cold call only) and difference steps, to resolve a
+derivative where the default grid does not (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -51,12 +54,14 @@ def _count(event, duration, **kwargs):
 
 
 def timed(fn, x, repeats: int):
-    """(result, cold s, warm s, compilations cold, compilations warm)."""
+    """(result, cold s, warm s, compilations cold, compilations warm); warm None if no repeat."""
     runs = []
     for _ in range(1 + repeats):
         c0, t0 = COMPILES[0], time.perf_counter()
         r = jax.block_until_ready(fn(x))
         runs.append((time.perf_counter() - t0, COMPILES[0] - c0))
+    if repeats == 0:
+        return r, runs[0][0], None, runs[0][1], None
     return r, runs[0][0], float(np.median([s for s, _ in runs[1:]])), runs[0][1], runs[-1][1]
 
 
@@ -64,20 +69,27 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="100-component roll of width 0.1, 32 x 32 cells, 4 nodes, 1 repeat")
+    ap.add_argument("--g", type=float, default=3.0, help="the point g (default 3)")
+    ap.add_argument("--n", type=int, default=None, help="cells per side (default: the grid's)")
+    ap.add_argument("--repeats", type=int, default=None, help="warm repeats (default 2)")
+    ap.add_argument("--steps", default="0.02,0.01", help="central-difference steps")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
+    steps = [float(h) for h in a.steps.split(",")]
     jax.monitoring.register_event_duration_secs_listener(_count)
     data_spec = ("swissroll:n=100,noise=0.3,scale=0.125,width=0.1,seed=0" if a.quick else
                  "swissroll:n=800,noise=0.3,scale=0.125,width=0.05,seed=0")
     n_time, repeats = (4, 1) if a.quick else (16, 2)
+    repeats = repeats if a.repeats is None else a.repeats
     data = specs.build_data(specs.parse_data(data_spec))
     prot = specs.build_protocol(specs.parse_protocol("rotating:h=1,g=3,tfin=2"), tau=1.0)
     pert = PT.shift(0.15)
     ts, _ = gauss_legendre(n_time, 0.0, prot.tau)
     est = resolve(data, prot, "auto").prepare(prot, data, ts)
-    grid = DensityGrid(n=32, check_coarse=False) if a.quick else DensityGrid(check_coarse=False)
+    n = 32 if a.quick else a.n
+    grid = DensityGrid(check_coarse=False) if n is None else DensityGrid(n=n, check_coarse=False)
     tr = B.resolve_transport(grid, data, None, None)
-    g0 = jnp.asarray(3.0)
+    g0 = jnp.asarray(a.g)
 
     def value_fn(transport):
         def value(g):
@@ -89,18 +101,19 @@ def main(argv=None) -> dict:
     value = jax.jit(value_fn(tr))
     with_derivative = jax.jit(lambda g: jax.jvp(value_fn(tr), (g,), (jnp.ones_like(g),)))
     v, v_cold, v_warm, v_c_cold, v_c_warm = timed(value, g0, repeats)
-    print(f"value: cold {v_cold:.1f} s ({v_c_cold} compilations), warm {v_warm:.1f} s "
+    print(f"value: cold {v_cold:.1f} s ({v_c_cold} compilations), warm {v_warm} s "
           f"({v_c_warm})", flush=True)
     (_, d), d_cold, d_warm, d_c_cold, d_c_warm = timed(with_derivative, g0, repeats)
-    print(f"value + derivative: cold {d_cold:.1f} s ({d_c_cold}), warm {d_warm:.1f} s "
-          f"({d_c_warm}); ratio {d_warm / v_warm:.2f}", flush=True)
+    ratio = d_warm / v_warm if repeats else None
+    print(f"value + derivative: cold {d_cold:.1f} s ({d_c_cold}), warm {d_warm} s "
+          f"({d_c_warm}); ratio {ratio}", flush=True)
     central = {}
-    for h in (0.02, 0.01):
+    for h in steps:
         central[h] = (np.asarray(value(g0 + h)) - np.asarray(value(g0 - h))) / (2 * h)
         print(f"central differences h = {h}: {central[h]}", flush=True)
     half = tr.replace(n=tr.n // 2)
     _, d_half = jax.jit(lambda g: jax.jvp(value_fn(half), (g,), (jnp.ones_like(g),)))(g0)
-    out = {"machine": bench.machine(), "data": data_spec, "protocol": "rotating:h=1,g=3,tfin=2",
+    out = {"machine": bench.machine(), "data": data_spec, "protocol": f"rotating:h=1,g={a.g:g},tfin=2",
            "perturb": "shift:0.15", "tau": 1.0, "n_time": n_time, "grid_n": tr.n,
            "repeats": repeats,
            "value": {"cold_s": v_cold, "warm_s": v_warm, "compilations_cold": v_c_cold,
@@ -108,18 +121,19 @@ def main(argv=None) -> dict:
            "value_and_derivative": {"cold_s": d_cold, "warm_s": d_warm,
                                     "compilations_cold": d_c_cold,
                                     "compilations_warm": d_c_warm},
-           "warm_ratio": d_warm / v_warm, "quantities": {}}
+           "warm_ratio": ratio, "quantities": {}}
     for i, q in enumerate(NAMES):
         row = {"value": float(v[i]), "autodiff": float(d[i]),
                "autodiff_error": abs(float(d[i]) - float(d_half[i])),
-               "autodiff_half_grid": float(d_half[i]),
-               "central_0.02": float(central[0.02][i]), "central_0.01": float(central[0.01][i])}
-        row["off_central"] = max(abs(row["autodiff"] / row[k] - 1.0)
-                                 for k in ("central_0.02", "central_0.01"))
+               "autodiff_half_grid": float(d_half[i])}
+        for h in steps:
+            row[f"central_{h:g}"] = float(central[h][i])
+        row["off_central"] = max(abs(row["autodiff"] / row[f"central_{h:g}"] - 1.0)
+                                 for h in steps)
         out["quantities"][q] = row
+        cd = ", ".join(f"{central[h][i]:.6g} (h = {h:g})" for h in steps)
         print(f"d{q}/dg = {row['autodiff']:.6g} (error {row['autodiff_error']:.2g}); central "
-              f"{row['central_0.02']:.6g} (h = 0.02), {row['central_0.01']:.6g} (h = 0.01); "
-              f"off by at most {100 * row['off_central']:.1f} %", flush=True)
+              f"{cd}; off by at most {100 * row['off_central']:.1f} %", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
