@@ -1,6 +1,10 @@
-"""Small shared helpers: concreteness checks, time derivatives, Gauss–Legendre nodes."""
+"""Small shared helpers: concreteness checks, time derivatives, Gauss–Legendre nodes, batched
+maps, host programs in parallel threads."""
 
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -67,12 +71,21 @@ def map_over_nodes(fn, ts, elements_per_node: int):
     64-node integral over 10⁵ samples in 784-D would hold 20 GB). ``lax.map`` with a batch
     size keeps memory bounded and the cost linear in the number of nodes.
     """
-    tree = jax.tree_util
-    n = tree.tree_leaves(ts)[0].shape[0]
+    n = jax.tree_util.tree_leaves(ts)[0].shape[0]
     batch = int(max(1, min(n, NODE_BATCH_ELEMENTS // max(1, int(elements_per_node)))))
+    return map_in_batches(fn, ts, batch)
+
+
+def map_in_batches(fn, xs, batch: int):
+    """``vmap(fn)(xs)`` over the leading axis of ``xs``, ``batch`` elements at a time: one
+    ``lax.map`` (no vmap) for ``batch`` 1, one ``vmap`` when it covers them all."""
+    tree = jax.tree_util
+    n = tree.tree_leaves(xs)[0].shape[0]
     if batch >= n:
-        return jax.vmap(fn)(ts)
-    # equal batches (the last padded by repeating the first node, then dropped): explicit,
+        return jax.vmap(fn)(xs)
+    if batch <= 1:
+        return jax.lax.map(fn, xs)
+    # equal batches (the last padded by repeating the first element, then dropped): explicit,
     # rather than lax.map's batch_size, whose remainder handling is version-dependent
     n_batch = -(-n // batch)
     pad = n_batch * batch - n
@@ -81,8 +94,39 @@ def map_over_nodes(fn, ts, elements_per_node: int):
         a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,) + a.shape[1:])]) if pad else a
         return a.reshape((n_batch, batch) + a.shape[1:])
 
-    out = jax.lax.map(jax.vmap(fn), tree.tree_map(split, ts))
+    out = jax.lax.map(jax.vmap(fn), tree.tree_map(split, xs))
     return tree.tree_map(lambda a: a.reshape((n_batch * batch,) + a.shape[2:])[:n], out)
+
+
+MAX_HOST_THREADS = 8  # host programs (exact linear programs, assignments) run at once at most
+
+
+def host_threads() -> int:
+    """Threads for host programs run at once: one per core this process may use, at most
+    MAX_HOST_THREADS (POT's network simplex and SciPy's assignment release Python's lock)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, MAX_HOST_THREADS))
+
+
+def host_batched(host_fn, core_ranks):
+    """``host_fn`` for ``jax.pure_callback(..., vmap_method="expand_dims")``: under ``vmap`` its
+    arguments get leading axes (their last ``core_ranks[k]`` axes are one problem's) and each
+    problem of the batch is solved in a parallel thread, with the numbers of one at a time."""
+    def run(*args):
+        args = [np.asarray(a) for a in args]
+        lead = np.broadcast_shapes(*(a.shape[:a.ndim - r] for a, r in zip(args, core_ranks)))
+        if not lead:
+            return host_fn(*args)
+        size = int(np.prod(lead))
+        args = [np.broadcast_to(a, lead + a.shape[a.ndim - r:]).reshape(
+            (size,) + a.shape[a.ndim - r:]) for a, r in zip(args, core_ranks)]
+        with ThreadPoolExecutor(max_workers=min(size, host_threads())) as pool:
+            outs = list(pool.map(lambda k: host_fn(*(a[k] for a in args)), range(size)))
+        if not isinstance(outs[0], tuple):
+            return np.stack(outs).reshape(lead + np.shape(outs[0]))
+        return tuple(np.stack([o[m] for o in outs]).reshape(lead + np.shape(outs[0][m]))
+                     for m in range(len(outs[0])))
+    return run
 
 
 def map_over_points(fn, x, bytes_per_point: int, budget: int):

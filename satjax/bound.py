@@ -49,7 +49,8 @@ from flax import struct
 from satjax import path as path_mod
 from satjax import perturb as PT
 from satjax import univariate
-from satjax._util import as_float, gauss_legendre, map_over_nodes, map_over_points
+from satjax._util import (as_float, gauss_legendre, host_batched, host_threads, map_in_batches,
+                          map_over_nodes, map_over_points)
 from satjax.estimate import Estimate, compare, vacuous
 from satjax.estimators import CDF, Atoms, DensityGrid, Particles, resolve
 from satjax.forward import check
@@ -353,7 +354,8 @@ def _w1_path_cdf(frame: CDFFrame, start):
 
 def _pairing(x, y):
     """Optimal pairing of two equal-size particle sets for W_1: sorting in 1-D, else an exact
-    assignment (host callback; the permutation carries no gradient)."""
+    assignment (host callback; the permutation carries no gradient; under ``vmap`` the batch's
+    assignments run in parallel host threads)."""
     if x.shape[1] == 1:
         return None
 
@@ -365,8 +367,10 @@ def _pairing(x, y):
                                               np.asarray(b, np.float64)))
         return perm.astype(np.int32)
 
-    return jax.pure_callback(assign, jax.ShapeDtypeStruct((x.shape[0],), jnp.int32),
-                             jax.lax.stop_gradient(x), jax.lax.stop_gradient(y))
+    return jax.pure_callback(host_batched(assign, (2, 2)),
+                             jax.ShapeDtypeStruct((x.shape[0],), jnp.int32),
+                             jax.lax.stop_gradient(x), jax.lax.stop_gradient(y),
+                             vmap_method="expand_dims")
 
 
 def _w1_and_rate(x, y, vx, vy):
@@ -467,8 +471,11 @@ def _particle_route(protocol, data, pert, start, p_end, velocity, transport, est
     def at(t, a, b):
         return pair(a, b, exact.batch(a, t), fld.batch(b, t))
 
-    # a sequential map over the saved times (the assignment is a host computation per time)
-    dists, rates = jax.lax.map(lambda args: at(*args), (ts, xa.xs, xs_b))  # (S, n)
+    # a map over the saved times; the exact assignments (host) of a few saved times at once, in
+    # parallel threads
+    on_host = transport.backend != "ott" and xa0.shape[1] > 1
+    dists, rates = map_in_batches(lambda args: at(*args), (ts, xa.xs, xs_b),
+                                  host_threads() if on_host else 1)  # (S, n)
     W1, W1_se = _mean_se(dists)
     rate, rate_se = _mean_se(rates)
     if deterministic:  # quantile grids: no sampling error (midpoint-rule error only)
@@ -679,9 +686,11 @@ def _weighted_pass(protocol, data, start, p_end, xs, ells, ts, log_w, ode_check:
         D_t = jnp.sum(jnp.exp(log_an + 2 * jnp.log(jnp.abs(jnp.expm1(log_pn - log_an)))))
         return (*out, jnp.sum(a), D_t)
 
-    # a sequential map over the saved times: one program in the compiled code and, with
-    # Sinkhorn, one dense program alive at a time
-    W1, rate, ok, W1_e, rate_e, masses, D = jax.lax.map(lambda args: at(*args), (xs, ells, ts))
+    # a map over the saved times: one program in the compiled code; with the simplex a few
+    # saved times at once (their programs in parallel host threads), with Sinkhorn one dense
+    # program alive at a time
+    W1, rate, ok, W1_e, rate_e, masses, D = atoms.map_programs(lambda args: at(*args),
+                                                               (xs, ells, ts), lp, xs.shape[1])
     ok = [jnp.min(ok)]
     ode_w1 = jnp.zeros((), pts.dtype)
     if ode_check and velocity is None:  # the same flow applied to P_τ must give q

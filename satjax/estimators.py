@@ -33,7 +33,7 @@ from flax import struct
 
 import numpy as np
 
-from satjax._util import as_float, map_over_nodes
+from satjax._util import as_float, host_threads, map_over_nodes
 from satjax.geometry import speed as speed_mod
 from satjax.protocol import Draws, draws
 from satjax.pytree import Node
@@ -330,9 +330,10 @@ class Particles(Node):
 
     def peak_bytes(self, dim: int) -> int:
         """Estimated peak memory: both particle sets at every saved time with their velocities
-        and solver stages (8 float64 arrays of n × d per saved time), and one exact assignment
-        (the n × n cost matrix, plan and work arrays: 3 of n² float64)."""
-        return 8 * (8 * self.n * dim * (self.n_save + 1) + 3 * self.n**2)
+        and solver stages (8 float64 arrays of n × d per saved time), and the exact assignments
+        that run at once, one per host thread (each: the n × n cost matrix, plan and work
+        arrays, 3 of n² float64)."""
+        return 8 * (8 * self.n * dim * (self.n_save + 1) + host_threads() * 3 * self.n**2)
 
     def check(self) -> None:
         if self.key is None:
@@ -398,7 +399,8 @@ class Atoms(Node):
 
     def peak_bytes(self, dim: int) -> int:
         """Estimated peak memory: one batch's atoms at every saved time with their solver
-        stages, and one linear program over its atoms (:func:`satjax.geometry.atoms.lp_bytes`)."""
+        stages, and the linear programs over its atoms that run at once
+        (:func:`satjax.geometry.atoms.lp_bytes`)."""
         from satjax.geometry import atoms
 
         return (atoms.lp_bytes(self.n, self.lp_used, dim)
@@ -523,7 +525,8 @@ class DensityGrid(Node):
 
     def peak_bytes(self) -> int:
         """Estimated peak memory: the flowed cells (positions, log-densities, saved times) and
-        one linear program over all cells (:func:`satjax.geometry.atoms.lp_bytes`)."""
+        the linear programs over all cells that run at once
+        (:func:`satjax.geometry.atoms.lp_bytes`)."""
         from satjax.geometry import atoms
 
         cells = self.n * self.n

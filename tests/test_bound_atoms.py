@@ -135,6 +135,44 @@ def _two_weightings(n, d, seed=0):
     return x, a / a.sum(), b / b.sum(), v, a_rate / a.sum()
 
 
+def test_a_batch_of_exact_programs_solved_in_threads_keeps_each_programs_numbers():
+    """Under vmap (how `map_programs` batches saved times) the simplex programs reach the host
+    as one call and are solved in parallel threads: each W_1 equals POT's own value of its
+    program (an independent solve, so a mixed-up batch order would fail), and the values, rates
+    and derivatives equal the one-at-a-time calls exactly."""
+    import ot
+
+    from satjax.geometry import atoms
+
+    problems = [_two_weightings(192, 2, seed=s) for s in (5, 6, 7)]
+    x, a, b, v, a_rate = (jnp.asarray(np.stack(z)) for z in zip(*problems))
+    for k, (xk, ak, bk, _, _) in enumerate(problems):
+        d = ak - bk
+        pos, neg = d > 0, d < 0
+        ref = ot.emd2(d[pos] / d[pos].sum(), -d[neg] / -d[neg].sum(),
+                      ot.dist(xk[pos], xk[neg], metric="euclidean")) * d[pos].sum()
+        assert float(atoms.w1_same_atoms(*(jnp.asarray(z) for z in (xk, ak, bk)))[0]) == \
+            pytest.approx(ref, rel=1e-12)
+
+    def f(s, x, a, b, v, a_rate):
+        w1, rate, ok, _, _ = atoms.w1_same_atoms(x + s * v, a + s * a_rate, b, v, a_rate=a_rate)
+        return jnp.stack([w1, rate, ok])
+
+    def jvp(x, a, b, v, a_rate):
+        return jax.jvp(lambda s: f(s, x, a, b, v, a_rate), (0.0,), (1.0,))
+
+    batched = jax.jit(jax.vmap(jvp))(x, a, b, v, a_rate)
+    for k in range(3):
+        one = jvp(x[k], a[k], b[k], v[k], a_rate[k])
+        for got, want in zip(batched, one):
+            np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want))
+    assert np.all(np.asarray(batched[0][:, 2]) == 1.0)
+    # the map of the routes: the same numbers as one at a time
+    by_map = atoms.map_programs(lambda z: jvp(*z), (x, a, b, v, a_rate), "simplex", 192)
+    np.testing.assert_array_equal(np.asarray(by_map[0]), np.asarray(batched[0]))
+    np.testing.assert_array_equal(np.asarray(by_map[1]), np.asarray(batched[1]))
+
+
 def test_sinkhorn_bracket_holds_the_exact_linear_program():
     """lp="sinkhorn" (on device) against the exact network simplex on the same atoms: W_1 within
     the certified half-width, the rate within its reported error (change at 3 ε), both errors

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from satjax._util import host_batched, host_threads, map_in_batches
 from satjax.geometry import distances
 
 # the linear programs: exact network simplex (POT, host) or the Sinkhorn bracket (on device)
@@ -47,17 +48,41 @@ LPS = ("simplex", "sinkhorn")
 # atoms whose |a − b| is below this fraction of the largest are left out of the program
 RELATIVE_CUTOFF = 1e-13
 
+# the simplex programs that run at once (parallel host threads) hold at most this many bytes
+PARALLEL_LP_BYTES = 2 << 30
+
+
+def _program_bytes(n_atoms: int) -> int:
+    half = (n_atoms + 1) // 2
+    return 2 * 8 * half * half
+
+
+def programs_at_once(n_atoms: int, lp: str = "simplex") -> int:
+    """How many programs over ``n_atoms`` atoms :func:`map_programs` solves at once: with the
+    simplex one per host thread (:func:`satjax._util.host_threads`) while their cost matrices
+    and plans fit in ``PARALLEL_LP_BYTES``; with Sinkhorn one (one dense program alive)."""
+    if lp != "simplex":
+        return 1
+    return max(1, min(host_threads(), PARALLEL_LP_BYTES // _program_bytes(n_atoms)))
+
+
+def map_programs(fn, xs, lp: str, n_atoms: int):
+    """``fn`` over the leading axis of ``xs``, each call solving one program over ``n_atoms``
+    atoms: :func:`programs_at_once` at a time (the simplex's batch reaches the host as one call,
+    its programs solved in parallel threads with the numbers of one at a time)."""
+    return map_in_batches(fn, xs, programs_at_once(n_atoms, lp))
+
 
 def lp_bytes(n_atoms: int, lp: str = "simplex", dim: int = 2) -> int:
-    """Peak memory of one program over ``n_atoms`` atoms. Simplex (host): the cost matrix and
-    the dense plan between the positive and negative atoms (worst case half and half), 8 bytes
-    each. Sinkhorn (device): about 9 + 2·``dim`` dense N × N arrays (differences, distances,
+    """Peak memory of the programs over ``n_atoms`` atoms that run at once. Simplex (host):
+    :func:`programs_at_once` programs, each with the cost matrix and the dense plan between the
+    positive and negative atoms (worst case half and half), 8 bytes each. Sinkhorn (device), one
+    program: about 9 + 2·``dim`` dense N × N arrays (differences, distances,
     kernel, plans, pair rates, the envelope's distances); a derivative adds the tangents of a
     few of them."""
     if lp == "sinkhorn":
         return 8 * (9 + 2 * dim) * n_atoms * n_atoms
-    half = (n_atoms + 1) // 2
-    return 2 * 8 * half * half
+    return programs_at_once(n_atoms) * _program_bytes(n_atoms)
 
 
 def _plan_host(x, a, b):
@@ -124,12 +149,14 @@ def _tree_potentials_host(i, j, pi, r):
 def _tree_potentials(i, j, pi, r):
     dt = jnp.result_type(float)
     sg = jax.lax.stop_gradient
-    return jax.pure_callback(_tree_potentials_host, jax.ShapeDtypeStruct(pi.shape, dt),
-                             i, j, sg(pi), sg(r))
+    return jax.pure_callback(host_batched(_tree_potentials_host, (1, 1, 1, 1)),
+                             jax.ShapeDtypeStruct(pi.shape, dt), i, j, sg(pi), sg(r),
+                             vmap_method="expand_dims")
 
 
 def optimal_plan(x, a, b):
-    """(i, j, π, φ, converged) of W_1(a, b) on the atoms x (host callback; no gradient).
+    """(i, j, π, φ, converged) of W_1(a, b) on the atoms x (host callback; no gradient; under
+    ``vmap`` the batch's programs are solved in parallel host threads, :func:`map_programs`).
 
     ``π`` (N,) holds the plan's nonzero masses (at most N − 1 of them, the rest 0) between
     atoms ``i`` and ``j``; ``φ`` (N,) is the dual potential; ``converged`` is 1.0 when the
@@ -141,7 +168,8 @@ def optimal_plan(x, a, b):
               jax.ShapeDtypeStruct((n,), dt), jax.ShapeDtypeStruct((n,), dt),
               jax.ShapeDtypeStruct((), dt))
     sg = jax.lax.stop_gradient
-    return jax.pure_callback(_plan_host, shapes, sg(x), sg(a), sg(b))
+    return jax.pure_callback(host_batched(_plan_host, (2, 1, 1)), shapes, sg(x), sg(a), sg(b),
+                             vmap_method="expand_dims")
 
 
 def default_lp() -> str:
@@ -230,4 +258,5 @@ def w1_same_atoms(x, a, b, v=None, a_rate=None, *, lp: str = "simplex"):
     return w1, rate, ok, z, z
 
 
-__all__ = ["LPS", "RELATIVE_CUTOFF", "default_lp", "lp_bytes", "optimal_plan", "w1_same_atoms"]
+__all__ = ["LPS", "PARALLEL_LP_BYTES", "RELATIVE_CUTOFF", "default_lp", "lp_bytes",
+           "map_programs", "optimal_plan", "programs_at_once", "w1_same_atoms"]
