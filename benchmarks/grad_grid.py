@@ -65,6 +65,10 @@ def timed(fn, x, repeats: int):
     return r, runs[0][0], float(np.median([s for s, _ in runs[1:]])), runs[0][1], runs[-1][1]
 
 
+def _s(seconds) -> str:
+    return "-" if seconds is None else f"{seconds:.1f} s"
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -101,12 +105,12 @@ def main(argv=None) -> dict:
     value = jax.jit(value_fn(tr))
     with_derivative = jax.jit(lambda g: jax.jvp(value_fn(tr), (g,), (jnp.ones_like(g),)))
     v, v_cold, v_warm, v_c_cold, v_c_warm = timed(value, g0, repeats)
-    print(f"value: cold {v_cold:.1f} s ({v_c_cold} compilations), warm {v_warm} s "
+    print(f"value: cold {v_cold:.1f} s ({v_c_cold} compilations), warm {_s(v_warm)} "
           f"({v_c_warm})", flush=True)
     (_, d), d_cold, d_warm, d_c_cold, d_c_warm = timed(with_derivative, g0, repeats)
     ratio = d_warm / v_warm if repeats else None
-    print(f"value + derivative: cold {d_cold:.1f} s ({d_c_cold}), warm {d_warm} s "
-          f"({d_c_warm}); ratio {ratio}", flush=True)
+    print(f"value + derivative: cold {d_cold:.1f} s ({d_c_cold}), warm {_s(d_warm)} "
+          f"({d_c_warm}); ratio {'-' if ratio is None else f'{ratio:.2f}'}", flush=True)
     central = {}
     for h in steps:
         central[h] = (np.asarray(value(g0 + h)) - np.asarray(value(g0 - h))) / (2 * h)
