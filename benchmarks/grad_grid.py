@@ -24,7 +24,6 @@ derivative where the default grid does not (benchmarks/README.md).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -139,8 +138,7 @@ def main(argv=None) -> dict:
         print(f"d{q}/dg = {row['autodiff']:.6g} (error {row['autodiff_error']:.2g}); central "
               f"{cd}; off by at most {100 * row['off_central']:.1f} %", flush=True)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+        bench.write_json(out, a.json)
     return out
 
 

@@ -156,8 +156,8 @@ def main(argv=None) -> dict:
         new_value.append({"part": "value", "n": grids[0], "call": call, "wall_s": wall})
         print(f"value, grid n = {grids[0]} ({call}): {wall:.1f} s", flush=True)
     # the path's share of a warm value, on each side
-    old_first = [r for r in old if r["particles"] == particles[0] and r["seed"] == seeds[0]
-                 and r["call"] == "warm"][0]
+    old_first = next(r for r in old if r["particles"] == particles[0]
+                     and r["seed"] == seeds[0] and r["call"] == "warm")
     old_path = old_value[1]["wall_s"] - old_first["wall_s"]
     new_path = new_value[1]["wall_s"] - coarse[0]["warm_s"]
     print(f"the path's share of a warm value: c7a7177 {old_path:.1f} s, this code "
@@ -203,8 +203,7 @@ def main(argv=None) -> dict:
                   f"{cmp['c7a7177_value_warm_s'] / value:.1f}x faster", flush=True)
         out["comparisons"].append(cmp)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+        bench.write_json(out, a.json)
     return out
 
 

@@ -171,6 +171,11 @@ def test_a_batch_of_exact_programs_solved_in_threads_keeps_each_programs_numbers
     by_map = atoms.map_programs(lambda z: jvp(*z), (x, a, b, v, a_rate), "simplex", 192)
     np.testing.assert_array_equal(np.asarray(by_map[0]), np.asarray(batched[0]))
     np.testing.assert_array_equal(np.asarray(by_map[1]), np.asarray(batched[1]))
+    # the memory cap: a 176² grid's program (15 488 atoms a side: 3.8 GB of cost and plan)
+    # runs alone, whatever the cores; a Sinkhorn program always alone
+    assert atoms.programs_at_once(176 * 176) == 1
+    assert atoms.lp_bytes(176 * 176) == 2 * 8 * 15488**2
+    assert atoms.programs_at_once(192, "sinkhorn") == 1
 
 
 def test_sinkhorn_bracket_holds_the_exact_linear_program():
